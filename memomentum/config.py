@@ -1,0 +1,186 @@
+"""Typed, frozen configuration of one trial, with the official defaults (SPEC.md §1-3).
+
+`TrialConfig.from_dict` is the only way user input becomes a config: it rejects unknown keys and
+wrongly typed values with one clear message, fills in the data set's official network, and checks
+ranges, so a bad grid fails before anything runs.
+"""
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+METHODS = ("memomentum", "ce")
+PRECISIONS = ("fp32", "bf16")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    # --- what to run -------------------------------------------------------------------------
+    dataset: str = "digits"  # data set name, one of memomentum.data.DATASETS
+    noise_type: str = "symmetric"  # one of memomentum.noise.NOISE_TYPES
+    noise_rate: float = 0.2  # target share of flipped training labels, in [0, 1)
+    seed: int = 1  # seeds the noise, the split, every model init, shuffling and augmentation
+    method: str = "memomentum"  # memomentum (SPEC §3) or ce (plain training on all noisy labels)
+    model: str = ""  # network name from memomentum.models.MODELS; "" = the data set's official one
+    data_root: str = ""  # folder with the data set files; "" = $MEMOMENTUM_DATA, else ./data
+    download: bool = False  # let torchvision download missing files (never needed for digits)
+    # --- the procedure (SPEC §2-3) -----------------------------------------------------------
+    epochs_per_stage: int = 100  # epochs: cap of stage A, and length of every stage-B round
+    max_outer: int = 3  # outer loops, each starting a fresh model on the current confident set
+    max_inner: int = 20  # stage-B rounds per outer loop are at most max_inner - 1
+    train_fraction: float = 0.9  # share of the noisy training set used for training; rest = noisy validation
+    val_augment: bool = True  # score validation under the training transform, as the official code
+    extract_augment: bool = True  # extract confident examples under the training transform, as official
+    # --- optimisation (SPEC §2) --------------------------------------------------------------
+    lr: float = 0.01  # SGD learning rate at the start of every stage
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # SGD L2 weight decay
+    batch_size: int = 128  # training mini-batch, examples
+    eval_batch_size: int = 1024  # evaluation and extraction batch, examples (no effect on results)
+    lr_milestones: tuple = (40, 80)  # stage-B epochs (and ce epochs) where lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1  # lr factor at each milestone
+    # --- execution (never changes what is computed, except precision) --------------------------
+    device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32, or bf16 (autocast; channels_last on CUDA); recorded in results
+    deterministic: bool = False  # torch deterministic algorithms; cudnn.benchmark is on when False
+    checkpoint_every: int = 0  # also offer a resumable state every N epochs inside rounds (0 = rounds only)
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self):
+        self._check_ranges()
+
+    def _check_ranges(self):
+        from memomentum.data import DATASETS
+        from memomentum.models import MODELS
+        from memomentum.noise import NOISE_TYPES
+
+        _one_of("dataset", self.dataset, DATASETS)
+        _one_of("noise_type", self.noise_type, NOISE_TYPES)
+        _one_of("method", self.method, METHODS)
+        _one_of("precision", self.precision, PRECISIONS)
+        if self.model:
+            _one_of("model", self.model, MODELS)
+        if not 0.0 <= self.noise_rate < 1.0:
+            raise ConfigError(f"noise_rate={self.noise_rate} is outside [0, 1); use e.g. 0.2 for 20% noise")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1")
+        for name in ("epochs_per_stage", "max_outer", "max_inner", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
+        if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
+            raise ConfigError(f"lr_milestones={list(self.lr_milestones)} must be positive whole epochs")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrialConfig":
+        """Strict construction: unknown keys and wrong types raise ConfigError naming the key."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"a trial config must be a mapping of field: value, got {type(values).__name__}")
+        kinds = field_types()
+        checked = {}
+        for key, value in values.items():
+            if key not in kinds:
+                raise ConfigError(_unknown("config field", key, kinds))
+            checked[key] = _check_type(key, value, kinds[key])
+        cfg = cls(**checked)
+        if not cfg.model:
+            from memomentum.data import DATASETS
+
+            cfg = dataclasses.replace(cfg, model=DATASETS[cfg.dataset].model)
+        return cfg
+
+    def replace(self, **changes) -> "TrialConfig":
+        return TrialConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["lr_milestones"] = list(self.lr_milestones)
+        return out
+
+    def config_hash(self) -> str:
+        """Stable short hash of every field that can change what a trial computes."""
+        execution_only = {"device", "data_root", "download", "eval_batch_size", "checkpoint_every"}
+        keyed = {k: v for k, v in self.to_dict().items() if k not in execution_only}
+        return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def field_types() -> dict:
+    return {f.name: f.type for f in dataclasses.fields(TrialConfig)}
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Turn the text of `--set key=value` into the field's type (bool: true/false, tuple: 40,80)."""
+    kinds = field_types()
+    if key not in kinds:
+        raise ConfigError(_unknown("config field", key, kinds))
+    kind = kinds[key]
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if kind is tuple:
+            return tuple(int(part) for part in text.replace(" ", "").strip("[]()").split(",") if part)
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{key}={text!r} is not a valid {kind.__name__}") from None
+
+
+def parse_assignments(items) -> dict:
+    """['a=1', 'b=true'] -> {'a': 1, 'b': True}, typed by the config fields."""
+    out = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} must look like key=value, e.g. --set epochs_per_stage=5")
+        out[key.strip()] = parse_value(key.strip(), text.strip())
+    return out
+
+
+def _check_type(key: str, value: Any, kind: type) -> Any:
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        tuple: isinstance(value, (list, tuple)),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"config field {key!r} must be {_kind_name(kind)}, got {value!r}")
+    if kind is float:
+        return float(value)
+    if kind is tuple:
+        return tuple(value)
+    return value
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+            tuple: "a list of whole numbers"}[kind]
+
+
+def _one_of(what: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ConfigError(_unknown(what, value, valid))
+
+
+def _unknown(what: str, value: Any, valid) -> str:
+    names = sorted(valid)
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {value!r}{hint}; valid: {', '.join(names)}"
+
+
+__all__ = ["TrialConfig", "ConfigError", "METHODS", "PRECISIONS", "parse_value", "parse_assignments",
+           "field_types"]

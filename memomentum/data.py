@@ -1,0 +1,181 @@
+"""Data set registry: every entry turns files on disk into uint8 image tensors (N, C, H, W) and labels.
+
+The tensors are the whole data set, once per process (`load` is cached); the procedure moves them to
+the trial's device and only ever indexes into them. Images stay uint8 until a batch is normalised on
+the device, and the instance-noise generator reads these raw 0..255 values (SPEC §1).
+
+Files are read in torchvision's on-disk layouts under a data root:
+  <root>/MNIST/raw/*-ubyte, <root>/FashionMNIST/raw/*-ubyte   (torchvision's readers)
+  <root>/cifar-10-batches-py/{data_batch_1..5,test_batch}      (the python pickle release)
+  <root>/cifar-100-python/{train,test}
+The data root is the config's `data_root`, else the environment variable MEMOMENTUM_DATA, else ./data.
+`digits` needs no files: it is scikit-learn's load_digits, shipped inside the package.
+"""
+import functools
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Callable, Tuple
+
+import numpy as np
+import torch
+
+DATA_ENV = "MEMOMENTUM_DATA"
+
+
+class DataError(RuntimeError):
+    """Data files missing or unreadable; the message says where they should be."""
+
+
+@dataclass(frozen=True)
+class Arrays:
+    train_images: torch.Tensor  # uint8 (N, C, H, W), the whole official training set
+    train_labels: torch.Tensor  # int64 (N,), its clean labels
+    test_images: torch.Tensor  # uint8 (M, C, H, W)
+    test_labels: torch.Tensor  # int64 (M,)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int
+    model: str  # the official network (SPEC §1 table)
+    mean: Tuple[float, ...]  # per-channel normalisation, on the 0..1 scale
+    std: Tuple[float, ...]
+    crop_padding: int  # random crop with this much zero padding (0: no crop)
+    flip: bool  # random horizontal flip
+    files: Tuple[str, ...]  # files the loader needs, relative to the data root
+    read: Callable[[str, bool], Arrays]  # (root, download) -> Arrays
+
+
+def resolve_root(data_root: str = "") -> str:
+    return data_root or os.environ.get(DATA_ENV) or "data"
+
+
+def load(name: str, data_root: str = "", download: bool = False) -> Arrays:
+    """The data set's tensors (cached per process)."""
+    from memomentum.config import ConfigError, _unknown
+
+    if name not in DATASETS:
+        raise ConfigError(_unknown("dataset", name, DATASETS))
+    return _load_cached(name, os.path.abspath(resolve_root(data_root)) if DATASETS[name].files else "", download)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, root: str, download: bool) -> Arrays:
+    info = DATASETS[name]
+    if not download:
+        check_files(name, root)
+    try:
+        arrays = info.read(root, download)
+    except DataError:
+        raise
+    except Exception as exc:  # a truncated or foreign file: say which data set and where
+        raise DataError(f"could not read the {name} files under {root}: {type(exc).__name__}: {exc}; "
+                        f"replace them with the original release files") from exc
+    _check_arrays(name, arrays)
+    return arrays
+
+
+def check_files(name: str, data_root: str = "") -> None:
+    """Raise DataError if any file the data set needs is missing under the data root."""
+    info = DATASETS[name]
+    if not info.files:
+        return
+    root = resolve_root(data_root)
+    missing = [f for f in info.files if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise DataError(
+            f"{name}: {len(missing)} file(s) missing under data root {os.path.abspath(root)} "
+            f"(first: {missing[0]}); place the release files there in torchvision's layout, or point "
+            f"--data-root / ${DATA_ENV} at the folder that holds them")
+
+
+def _check_arrays(name: str, a: Arrays) -> None:
+    info = DATASETS[name]
+    for split, images, labels in (("train", a.train_images, a.train_labels), ("test", a.test_images, a.test_labels)):
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels) or len(labels) == 0:
+            raise DataError(f"{name} {split} split is malformed: images {tuple(images.shape)} {images.dtype}, "
+                            f"{len(labels)} labels; replace the files with the original release")
+        if int(labels.min()) < 0 or int(labels.max()) >= info.num_classes:
+            raise DataError(f"{name} {split} labels fall outside 0..{info.num_classes - 1}; the files are corrupt")
+
+
+# --- readers ----------------------------------------------------------------------------------
+def _read_torchvision_idx(cls_name: str) -> Callable[[str, bool], Arrays]:
+    def read(root: str, download: bool) -> Arrays:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        train, test = (cls(root, train=t, download=download) for t in (True, False))
+        return Arrays(train.data.unsqueeze(1).contiguous(), train.targets.long(),
+                      test.data.unsqueeze(1).contiguous(), test.targets.long())
+
+    return read
+
+
+def _read_cifar(folder: str, train_files, test_files, label_key: str, tv_class: str):
+    """CIFAR's python release: pickled dicts with 'data' (N, 3072 uint8, CHW order) and labels.
+
+    Read directly instead of through torchvision's classes, whose md5 check would reject any file
+    but the exact release; download=True still goes through torchvision and its checks."""
+
+    def read(root: str, download: bool) -> Arrays:
+        if download:
+            import torchvision.datasets as tvd
+
+            getattr(tvd, tv_class)(root, train=True, download=True)
+
+        def part(files):
+            images, labels = [], []
+            for f in files:
+                with open(os.path.join(root, folder, f), "rb") as fh:
+                    entry = pickle.load(fh, encoding="latin1")
+                images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.extend(entry[label_key])
+            return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
+
+        return Arrays(*part(train_files), *part(test_files))
+
+    return read
+
+
+DIGITS_TEST_SIZE = 360  # 20% of scikit-learn's 1,797 digits
+
+
+def _read_digits(root: str, download: bool) -> Arrays:
+    """scikit-learn's load_digits (8x8, values 0..16) scaled to uint8 0..255.
+
+    Fixed split, independent of the trial seed: a permutation from numpy's default_rng(0); its first
+    360 examples are the test set, the other 1,437 the training set (noise and the train/validation
+    split are then drawn per seed like any other data set)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(labels))
+    test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
+    return Arrays(torch.from_numpy(images[train]), torch.from_numpy(labels[train]),
+                  torch.from_numpy(images[test]), torch.from_numpy(labels[test]))
+
+
+def _idx_files(folder: str) -> Tuple[str, ...]:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    return tuple(f"{folder}/raw/{n}" for n in names)
+
+
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+DATASETS = {
+    "digits": DatasetInfo(10, "digitsnet", (0.3,), (0.38,), 0, False, (), _read_digits),
+    "mnist": DatasetInfo(10, "lenet", (0.1307,), (0.3081,), 0, False, _idx_files("MNIST"),
+                         _read_torchvision_idx("MNIST")),
+    "fashionmnist": DatasetInfo(10, "lenet", (0.2860,), (0.3530,), 0, False, _idx_files("FashionMNIST"),
+                                _read_torchvision_idx("FashionMNIST")),
+    "cifar10": DatasetInfo(10, "resnet18", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4, True,
+                           tuple(f"cifar-10-batches-py/{f}" for f in _CIFAR10_TRAIN + ("test_batch",)),
+                           _read_cifar("cifar-10-batches-py", _CIFAR10_TRAIN, ("test_batch",), "labels", "CIFAR10")),
+    "cifar100": DatasetInfo(100, "resnet34", (0.507, 0.487, 0.441), (0.267, 0.256, 0.276), 4, True,
+                            ("cifar-100-python/train", "cifar-100-python/test"),
+                            _read_cifar("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100")),
+}

@@ -1,0 +1,168 @@
+"""Device-resident training and evaluation passes.
+
+The whole data set sits on the trial's device as uint8 (N, C, H, W); a batch is gathered by an index
+tensor, converted, augmented and normalised on the device in one go (airbench's habit), so there is
+no DataLoader, no PIL and no per-sample Python. Metrics accumulate on the device and are read once
+per pass. The official transforms are matched in distribution:
+  RandomCrop(32, padding=4) -> zero padding on the 0..1 scale (black pixels), i.e. BEFORE
+                               normalisation, then a uniform offset in 0..2p for each image;
+  RandomHorizontalFlip()    -> each image mirrored with probability 1/2;
+  ToTensor + Normalize      -> x / 255, then (x - mean) / std.
+Every random draw (shuffling, crops, flips) comes from the engine's own torch.Generator on the
+device, whose state is part of a trial's checkpoint.
+"""
+import contextlib
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from memomentum.config import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when a GPU is visible, else cpu; asking for a GPU that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        index = device.index or 0
+        if index >= count:
+            raise ConfigError(f"device={name!r} but this machine sees {count} GPU(s); "
+                              f"use device=cpu (or auto), or run where the GPU exists")
+    return device
+
+
+class Engine:
+    """Batch preparation and the three passes (train, predict, evaluate) for one trial."""
+
+    def __init__(self, device: torch.device, mean, std, crop_padding: int, flip: bool, num_classes: int,
+                 batch_size: int, eval_batch_size: int, precision: str = "fp32", seed: int = 0):
+        self.device = device
+        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.bf16 = precision == "bf16"
+        self.channels_last = self.bf16 and device.type == "cuda"
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    # --- batches ----------------------------------------------------------------------------
+    def batch(self, images_u8: torch.Tensor, augment: bool) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> normalised float32, randomly cropped and flipped when `augment`."""
+        x = images_u8.float().div_(255.0)
+        if augment and self.crop_padding:
+            x = batch_crop(x, self.crop_padding, self.generator)
+        if augment and self.flip:
+            x = batch_flip(x, self.generator)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    # --- passes -----------------------------------------------------------------------------
+    def train_epoch(self, model, optimizer, images, labels, idx) -> Tuple[float, float]:
+        """One epoch over `idx` in a fresh random order (last batch may be short, as drop_last=False).
+
+        Returns (mean cross-entropy, accuracy % against the given labels), read once at the end."""
+        model.train()
+        order = idx[torch.randperm(len(idx), generator=self.generator, device=self.device)]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, len(order), self.batch_size):
+            b = order[start:start + self.batch_size]
+            x, y = self.batch(images[b], augment=True), labels[b]
+            with self.autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().float() * len(b)
+            correct += (logits.detach().argmax(1) == y).sum()
+        n = max(len(order), 1)
+        return loss_sum.item() / n, 100.0 * correct.item() / n
+
+    @torch.inference_mode()
+    def predict(self, model, images, idx, augment: bool) -> torch.Tensor:
+        """argmax predictions for images[idx], in idx order (no autograd, eval-mode BatchNorm)."""
+        model.eval()
+        preds = []
+        for start in range(0, len(idx), self.eval_batch_size):
+            x = self.batch(images[idx[start:start + self.eval_batch_size]], augment)
+            with self.autocast():
+                preds.append(model(x).argmax(1))
+        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=self.device)
+
+    def val_score(self, model, images, labels, idx, augment: bool) -> float:
+        """Class-balanced accuracy (%) on the noisy validation labels, rounded to 2 decimals (SPEC §3)."""
+        preds = self.predict(model, images, idx, augment)
+        return class_balanced_accuracy(preds, labels[idx], self.num_classes)
+
+    def accuracy(self, model, images, labels) -> float:
+        """Plain top-1 accuracy (%) over all examples, e.g. the clean test set, without augmentation.
+
+        (The official `evaluate` averages per-batch accuracies with equal weights, which biases the
+        figure by the short last batch; this is the exact share of correct predictions.)"""
+        idx = torch.arange(len(labels), device=self.device)
+        preds = self.predict(model, images, idx, augment=False)
+        return 100.0 * (preds == labels).sum().item() / max(len(labels), 1)
+
+
+def class_balanced_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Mean over classes of per-class accuracy, in %, rounded to 2 decimals.
+
+    Replaces the official per-sample loop of `evaluate_val`. Classes absent from `labels` are left
+    out of the mean (the official code would return NaN there)."""
+    total = torch.bincount(labels, minlength=num_classes)
+    correct = torch.bincount(labels[preds == labels], minlength=num_classes)
+    present = total > 0
+    per_class = 100.0 * correct[present].double() / total[present].double()
+    return round(per_class.mean().item(), 2) if present.any() else 0.0
+
+
+def batch_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """RandomCrop(size=H, padding=p) for a whole batch: zero-pad, then one random offset per image."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    return padded[torch.arange(b, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+
+
+def batch_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """RandomHorizontalFlip(p=0.5) for a whole batch."""
+    mirror = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(mirror[:, None, None, None], x.flip(3), x)
+
+
+def sgd(model, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def lr_at(epoch: int, lr: float, milestones, gamma: float) -> float:
+    """MultiStepLR's rate for 0-based epoch `epoch` (scheduler.step() after every epoch)."""
+    return lr * gamma ** sum(1 for m in milestones if m <= epoch)
+
+
+def state_copy(module: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def optional_float(x: Optional[float]) -> Optional[float]:
+    return None if x is None else float(x)

@@ -1,0 +1,119 @@
+"""Network registry: name -> constructor(num_classes, in_channels) (SPEC §1 table).
+
+`create_model("resnet18", 10, 3)`; an unknown name raises an error listing the valid ones.
+"""
+from typing import Callable, Dict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LeNet(nn.Module):
+    """LeNet-5 style net of the official MNIST runs: conv 6@5x5 pad 2, pool, conv 16@5x5, pool, FC 400-120-84-C."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(400, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class DigitsNet(nn.Module):
+    """Small CNN for the embedded 8x8 digits: conv 16@3x3, conv 32@3x3, pool, FC 512-64-C."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 4 * 4, 64)
+        self.fc2 = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 inputs: 3x3 stem, no max-pool, four stages of BasicBlocks, global average pool.
+
+    As in the official code the stem convolution has NO padding (32x32 -> 30x30 maps); that is the
+    network behind the published numbers."""
+
+    def __init__(self, blocks, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, padding=0, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        stages, in_planes = [], 64
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+            layers = []
+            for stride in [1 if i == 0 else 2] + [1] * (n - 1):
+                layers.append(BasicBlock(in_planes, planes, stride))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+def resnet50(num_classes: int = 14, in_channels: int = 3) -> nn.Module:
+    """torchvision's ImageNet ResNet-50 with a new C-way head (Clothing1M)."""
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None)
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "lenet": LeNet,
+    "digitsnet": DigitsNet,
+    "resnet18": lambda num_classes=10, in_channels=3: CifarResNet((2, 2, 2, 2), num_classes, in_channels),
+    "resnet34": lambda num_classes=10, in_channels=3: CifarResNet((3, 4, 6, 3), num_classes, in_channels),
+    "resnet50": resnet50,
+}
+
+# Input shape (C, H, W) each network is built for; used by the registry-driven tests and benchmarks.
+INPUT_SHAPES = {"lenet": (1, 28, 28), "digitsnet": (1, 8, 8), "resnet18": (3, 32, 32),
+                "resnet34": (3, 32, 32), "resnet50": (3, 64, 64)}
+
+
+def create_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    if name not in MODELS:
+        from memomentum.config import ConfigError, _unknown
+
+        raise ConfigError(_unknown("model", name, MODELS))
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels)
