@@ -37,6 +37,8 @@ class TrialConfig:
     train_fraction: float = 0.9  # share of the noisy training set used for training; rest = noisy validation
     val_augment: bool = True  # score validation under the training transform, as the official code
     extract_augment: bool = True  # extract confident examples under the training transform, as official
+    select_stage_a: bool = False  # let stage-A gains also set the reported test accuracy (off: official,
+    #                               where a trial whose stage B never beats stage A reports 0)
     # --- optimisation (SPEC §2) --------------------------------------------------------------
     lr: float = 0.01  # SGD learning rate at the start of every stage
     momentum: float = 0.9  # SGD momentum

@@ -13,7 +13,9 @@ Method `memomentum` follows the official main.py loop for loop:
             argmax model(x_i) == noisy_i}; train a new SGD (lr x0.1 at epochs 40, 80) on confident;
             stop the outer loop once a round does not raise the stage's best validation score
     The confident set carries into the next outer loop (its stage A trains a fresh model on it).
-    Only stage-B improvements of the trial's best validation score update the reported test accuracy.
+    Only stage-B improvements of the trial's best validation score update the reported test accuracy
+    (so a trial whose stage B never beats stage A reports 0, as the official code does; the result's
+    `best_stage` is then None). `select_stage_a=True` lets stage-A gains count too.
 Method `ce`: one stage of `epochs_per_stage` epochs on all noisy training labels, the stage-B learning
 rate schedule, and the same model selection (test accuracy at the best noisy-validation score).
 
@@ -93,7 +95,7 @@ class Trial:
             "version": STATE_VERSION, "config_hash": cfg.config_hash(),
             "outer": 1, "inner": 0, "epoch": 0, "step": 0, "done": False, "elapsed": 0.0,
             "stage_best": 0.0, "slack": 0.0, "last_round": 0.0, "round_best": 0.0,
-            "best_val": 0.0, "best_test": 0.0,
+            "best_val": 0.0, "best_test": 0.0, "best_stage": None,
             "train_idx": self.data.train_idx, "first_idx": None, "keep": None,
             "model": None, "optimizer": None, "rounds": [],
         }
@@ -168,18 +170,21 @@ class Trial:
     def _select(self, score: float):
         """Model selection after one epoch; returns (improved, test accuracy if measured now)."""
         s = self.s
-        if self.cfg.method == "memomentum" and s["inner"] == 0:  # stage A: slack rule, no test
-            if score > s["stage_best"] + s["slack"]:
-                s["stage_best"], s["slack"], s["keep"] = score, 0.0, state_copy(self._model)
+        stage_a = self.cfg.method == "memomentum" and s["inner"] == 0
+        if stage_a:  # slack rule; officially no test accuracy is taken in stage A
+            if score <= s["stage_best"] + s["slack"]:
+                s["slack"] += SLACK_STEP
+                return False, None
+            s["stage_best"], s["slack"], s["keep"] = score, 0.0, state_copy(self._model)
+            if not self.cfg.select_stage_a:
                 return True, None
-            s["slack"] += SLACK_STEP
-            return False, None
-        if score <= s["stage_best"]:
-            return False, None
-        s["stage_best"], s["keep"] = score, state_copy(self._model)
+        else:
+            if score <= s["stage_best"]:
+                return False, None
+            s["stage_best"], s["keep"] = score, state_copy(self._model)
         if score <= s["best_val"]:
             return True, None
-        s["best_val"] = score
+        s["best_val"], s["best_stage"] = score, "A" if stage_a else ("ce" if self.cfg.method == "ce" else "B")
         s["best_test"] = self.engine.accuracy(self._model, self.data.test_images, self.data.test_labels)
         return True, s["best_test"]
 
@@ -255,7 +260,7 @@ class Trial:
         return {"kind": "result", "dataset": cfg.dataset, "noise_type": cfg.noise_type,
                 "noise_rate": cfg.noise_rate, "seed": cfg.seed, "method": cfg.method, "model": cfg.model,
                 "precision_mode": cfg.precision,
-                "test_acc": s["best_test"], "best_val_score": s["best_val"],
+                "test_acc": s["best_test"], "best_val_score": s["best_val"], "best_stage": s["best_stage"],
                 "realized_noise_rate": d.realized_noise_rate, "epochs": s["step"],
                 "seconds": round(s["elapsed"], 3), "n_rounds": len(s["rounds"]),
                 "final_n_confident": last.get("n_confident"), "final_precision": last.get("precision"),

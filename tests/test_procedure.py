@@ -72,11 +72,19 @@ def test_stage_a_gains_never_set_the_reported_test_accuracy(digits_data):
     result = list(trial.records())[-1]
     assert result["best_val_score"] == 0.0 and result["test_acc"] == 0.0  # official rule: B must beat A's best
 
+    assert result["best_stage"] is None
+
+    trial = scripted_trial(small(max_outer=1, max_inner=3, select_stage_a=True), digits_data,
+                           a=[50, 10, 10], b=[40, 45, 49])
+    result = list(trial.records())[-1]
+    assert result["best_val_score"] == 50 and result["best_stage"] == "A" and result["test_acc"] > 0
+
     trial = scripted_trial(cfg, digits_data, a=[50, 10, 10], b=[40, 60, 55])
     records = list(trial.records())
     measured = [r for r in records if r["kind"] == "epoch" and r["test_acc"] is not None]
     assert [(r["inner"], r["epoch"], r["val_score"]) for r in measured] == [(1, 2, 60)]
     assert records[-1]["best_val_score"] == 60 and records[-1]["test_acc"] == measured[0]["test_acc"] > 0
+    assert records[-1]["best_stage"] == "B"
 
 
 def test_stage_b_stops_when_a_round_does_not_improve(digits_data):

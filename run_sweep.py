@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Run a grid of Me-Momentum trials on Ray Tune and build the paper's tables.
+
+    python run_sweep.py grids/quick.yaml                  # CPU, minutes; embedded digits
+    python run_sweep.py grids/paper.yaml --dry-run        # list cells, resources, rough cost
+    python run_sweep.py grids/paper.yaml --address auto   # on a running Ray cluster
+    python run_sweep.py --collect runs/quick              # rebuild tables from a sweep folder
+
+Running the same command again continues an interrupted sweep (finished cells are never re-run) and
+runs only the cells that were added to the grid. Exit codes: 0 all cells finished, 1 some did not,
+2 a mistake in the input (one line on stderr says what to fix).
+"""
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("grid", nargs="?", help="grid YAML file, e.g. grids/quick.yaml")
+    p.add_argument("--storage", help="where sweeps live: a path (NFS on clusters) or s3:// / gs:// URI "
+                                     "(default: the grid's `storage`, else ./runs)")
+    p.add_argument("--address", help="Ray cluster to use: 'auto', host:port or ray://host:10001 "
+                                     "(default: start Ray on this machine)")
+    p.add_argument("--data-root", help="folder with the data set files (default: the grid's data_root, "
+                                       "else $MEMOMENTUM_DATA, else ./data)")
+    p.add_argument("--dry-run", action="store_true", help="print cells, resources and a rough cost; start nothing")
+    p.add_argument("--max-concurrent", type=int, help="run at most N trials at once")
+    p.add_argument("--collect", metavar="SWEEP_DIR", help="rebuild the result tables of <storage>/<name> and exit")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from memomentum.config import ConfigError
+    from memomentum.data import DataError
+    from sweeps.grid import GridError, load_grid
+    from sweeps.runner import SweepError
+    from sweeps.storage import StorageError
+
+    try:
+        if args.collect:
+            return collect(args.collect)
+        if not args.grid:
+            raise GridError("give a grid file (e.g. grids/quick.yaml), or --collect SWEEP_DIR")
+        if args.max_concurrent is not None and args.max_concurrent < 1:
+            raise GridError("--max-concurrent must be at least 1")
+        grid = load_grid(args.grid, storage=args.storage, data_root=args.data_root)
+        from sweeps import runner
+
+        if args.dry_run:
+            runner.dry_run(grid)
+            return 0
+        return runner.run(grid, address=args.address, max_concurrent=args.max_concurrent)
+    except (GridError, ConfigError, DataError, StorageError, SweepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def collect(sweep_dir: str) -> int:
+    from sweeps.results import Collector
+    from sweeps.storage import Storage, StorageError
+
+    location, _, name = sweep_dir.rstrip("/").rpartition("/")
+    store = Storage(location or ".")
+    if not store.exists(name, "trials"):
+        raise StorageError(f"{sweep_dir} holds no trials/ folder; give the sweep folder <storage>/<grid name>")
+    tables = Collector(store, name).write()
+    print(f"{tables['trials'].num_rows} trials, {tables['rounds'].num_rows} rounds, "
+          f"{tables['epochs'].num_rows} epochs -> {store.uri(name, 'results')}")
+    print((store.read(name, "results", "paper_table.md") or b"").decode())
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue the sweep", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""The Ray layer: grids, the Tune trainable, result tables. The method itself lives in memomentum/."""

@@ -1,0 +1,214 @@
+"""Grid files: YAML -> a validated list of cells, before Ray starts.
+
+    name: quick                      # the sweep's folder under the storage
+    description: ...                 # optional, free text
+    datasets: [digits]
+    noise:                           # one entry per noise type
+      - {type: symmetric, rates: [0.2, 0.4]}
+    seeds: [1, 2]                    # whole numbers
+    methods: [memomentum, ce]
+    resources:                       # per data set, or `default`; fractions share a GPU
+      default: {cpu: 1, gpu: 0}
+    config: {epochs_per_stage: 100}  # any memomentum config field, for every trial
+    dataset_config:                  # optional, per data set, on top of `config`
+      mnist: {batch_size: 128}
+    storage: runs                    # optional; --storage overrides
+    data_root: ../shared/data        # optional; --data-root overrides
+
+Every cell is built into a memomentum TrialConfig here, so a bad field, type or range is reported
+with the grid file's name before anything is scheduled.
+"""
+import itertools
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from memomentum.config import METHODS, ConfigError, TrialConfig, _unknown
+from memomentum.data import DATASETS
+from memomentum.noise import NOISE_TYPES
+
+TOP_KEYS = ("name", "description", "datasets", "noise", "seeds", "methods", "resources", "config",
+            "dataset_config", "storage", "data_root")
+AXIS_FIELDS = ("dataset", "noise_type", "noise_rate", "seed", "method")
+DEFAULT_RESOURCES = {"cpu": 1.0, "gpu": 0.0}
+
+
+class GridError(ValueError):
+    """A mistake in a grid file; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    config: TrialConfig
+    cpu: float
+    gpu: float
+
+    @property
+    def name(self) -> str:
+        """Readable trial name: data set, noise, rate, seed, method."""
+        c = self.config
+        return f"{c.dataset}-{c.noise_type}-{c.noise_rate:g}-s{c.seed}-{c.method}"
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the cell across runs: name + hash of everything that changes results."""
+        return f"{self.name}-{self.config.config_hash()[:8]}"
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "name": self.name, "cpu": self.cpu, "gpu": self.gpu,
+                "trial": self.config.to_dict()}
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    cells: Tuple[Cell, ...]
+    storage: str
+    data_root: str
+    source: str  # the file it came from
+    raw: dict  # the parsed YAML, snapshot into the sweep folder
+
+    @property
+    def datasets(self) -> List[str]:
+        return sorted({c.config.dataset for c in self.cells})
+
+
+def load_grid(path: str, storage: Optional[str] = None, data_root: Optional[str] = None) -> Grid:
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise GridError(f"grid file {path} not found; pass a YAML grid such as grids/quick.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GridError(f"cannot read grid file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise GridError(f"{path} is not valid YAML{at}: {problem}; fix the syntax and run again") from None
+    return parse_grid(raw, path, storage=storage, data_root=data_root)
+
+
+def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
+               data_root: Optional[str] = None) -> Grid:
+    def fail(msg: str):
+        raise GridError(f"{source}: {msg}")
+
+    if not isinstance(raw, dict):
+        fail("a grid must be a YAML mapping with keys such as name, datasets, noise, seeds, methods")
+    for key in raw:
+        if key not in TOP_KEYS:
+            fail(_unknown("top-level key", key, TOP_KEYS))
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        fail(f"name {name!r} must be a non-empty word of letters, digits, '.', '_' or '-'")
+
+    datasets = _axis(raw, "datasets", str, fail)
+    for d in datasets:
+        if d not in DATASETS:
+            fail(_unknown("dataset", d, DATASETS))
+    methods = _axis(raw, "methods", str, fail)
+    for m in methods:
+        if m not in METHODS:
+            fail(_unknown("method", m, METHODS))
+    seeds = _axis(raw, "seeds", int, fail)
+    noise = _noise(raw.get("noise"), fail)
+
+    config = _mapping(raw, "config", fail)
+    for axis in AXIS_FIELDS:
+        if axis in config:
+            fail(f"config sets {axis!r}, which is a grid axis; list it under "
+                 f"{'noise' if axis.startswith('noise') else axis + 's'} instead")
+    dataset_config = _mapping(raw, "dataset_config", fail)
+    for d, extra in dataset_config.items():
+        if d not in datasets:
+            fail(f"dataset_config names {d!r}, which is not in datasets {datasets}")
+        if not isinstance(extra, dict):
+            fail(f"dataset_config.{d} must be a mapping of config fields")
+    resources = _resources(raw, datasets, fail)
+
+    root = data_root if data_root is not None else raw.get("data_root", "")
+    if not isinstance(root, str):
+        fail(f"data_root must be a path, got {root!r}")
+    root = os.path.abspath(os.path.expanduser(root)) if root else ""
+    store = storage if storage is not None else raw.get("storage", "runs")
+    if not isinstance(store, str) or not store:
+        fail(f"storage must be a path or URI, got {store!r}")
+
+    cells, seen = [], set()
+    for dataset, (noise_type, rate), seed, method in itertools.product(datasets, noise, seeds, methods):
+        values = {**config, **dataset_config.get(dataset, {}), "dataset": dataset, "noise_type": noise_type,
+                  "noise_rate": rate, "seed": seed, "method": method}
+        if root:
+            values["data_root"] = root
+        try:
+            cfg = TrialConfig.from_dict(values)
+        except ConfigError as exc:
+            fail(f"config: {exc}")
+        cell = Cell(cfg, *resources[dataset])
+        if cell.key in seen:
+            fail(f"cell {cell.name} appears twice; remove the repeated seed or rate")
+        seen.add(cell.key)
+        cells.append(cell)
+    return Grid(name, str(raw.get("description", "")), tuple(cells), store, root, source, raw)
+
+
+def _axis(raw: dict, key: str, kind: type, fail) -> list:
+    values = raw.get(key)
+    if values is None:
+        fail(f"missing {key!r}; give a non-empty list")
+    if not isinstance(values, list) or not values:
+        fail(f"{key!r} must be a non-empty list, got {values!r}")
+    for v in values:
+        if not isinstance(v, kind) or isinstance(v, bool):
+            fail(f"{key!r} holds {v!r}; every entry must be {'a whole number' if kind is int else 'a name'}")
+    return values
+
+
+def _noise(entries: Any, fail) -> List[Tuple[str, float]]:
+    if not isinstance(entries, list) or not entries:
+        fail("'noise' must be a non-empty list of {type: T, rates: [...]} entries")
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict) or set(entry) - {"type", "rates"} or "type" not in entry:
+            fail(f"noise entry {entry!r} must be {{type: symmetric|pairflip|instance, rates: [...]}}")
+        kind = entry["type"]
+        if kind not in NOISE_TYPES:
+            fail(_unknown("noise type", kind, NOISE_TYPES))
+        rates = entry.get("rates")
+        if not isinstance(rates, list) or not rates:
+            fail(f"noise type {kind}: 'rates' must be a non-empty list of numbers in [0, 1)")
+        for r in rates:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+                fail(f"noise type {kind}: rate {r!r} is outside [0, 1); write e.g. 0.2 for 20%")
+            out.append((kind, float(r)))
+    return out
+
+
+def _mapping(raw: dict, key: str, fail) -> Dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        fail(f"{key!r} must be a mapping, got {value!r}")
+    return value
+
+
+def _resources(raw: dict, datasets: List[str], fail) -> Dict[str, Tuple[float, float]]:
+    spec = _mapping(raw, "resources", fail)
+    for key, value in spec.items():
+        if key != "default" and key not in datasets:
+            fail(f"resources names {key!r}, which is neither 'default' nor one of the datasets {datasets}")
+        if not isinstance(value, dict) or set(value) - {"cpu", "gpu"}:
+            fail(f"resources.{key} must be a mapping with cpu and/or gpu, got {value!r}")
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "cpu" and v == 0):
+                fail(f"resources.{key}.{k} = {v!r}; use a positive number (fractions share a device)")
+    base = {**DEFAULT_RESOURCES, **spec.get("default", {})}
+    out = {}
+    for d in datasets:
+        merged = {**base, **spec.get(d, {})}
+        out[d] = (float(merged["cpu"]), float(merged["gpu"]))
+    return out

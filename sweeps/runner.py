@@ -1,0 +1,226 @@
+"""Drive a sweep: check everything a user can get wrong, skip finished cells, schedule the rest on
+Ray Tune (one trial per cell, resources per data set), and keep the result tables up to date.
+
+Layout under <storage>/<grid name>/:
+    grid.yaml                    the grid as last run
+    trials/<key>/trial.json      per trial (written by the trainable); status "finished" = done for good
+    tensorboard/<key>/           TensorBoard scalars of every trial
+    tune/<run id>/<key>/         Tune's experiment state and checkpoints, one folder per invocation
+    results/                     Parquet tables and paper_table.md (see sweeps/results.py)
+Running the same command again continues: finished cells are skipped, unfinished ones resume from
+their newest checkpoint, and cells added to the grid run for the first time.
+"""
+import json
+import os
+import sys
+import time
+from typing import Callable, List, Optional
+
+import yaml
+
+from memomentum.data import DATA_ENV, DataError, check_files
+from memomentum.noise import CACHE_ENV
+from sweeps.grid import Cell, Grid
+from sweeps.results import Collector
+from sweeps.storage import Storage
+
+# Rough seconds per epoch (training + validation + share of extraction) used only by --dry-run's
+# cost estimate; measured figures live in benchmarks/RESULTS.md.
+ROUGH_EPOCH_SECONDS = {("digitsnet", "cpu"): 0.05, ("lenet", "cpu"): 6.0, ("lenet", "gpu"): 0.6,
+                       ("resnet18", "gpu"): 9.0, ("resnet34", "gpu"): 15.0, ("resnet18", "cpu"): 900.0,
+                       ("resnet34", "cpu"): 1500.0, ("resnet50", "gpu"): 1800.0}
+
+
+class SweepError(RuntimeError):
+    """A problem with the sweep as a whole (resources, storage); the message says what to do."""
+
+
+def preflight(grid: Grid) -> Storage:
+    """All checks that need no Ray: data files present, storage writable. Returns the storage."""
+    for dataset in grid.datasets:
+        check_files(dataset, grid.data_root)
+    store = Storage(grid.storage)
+    store.check_writable(grid.name)
+    return store
+
+
+def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
+    out(f"grid {grid.name} ({grid.source}): {len(grid.cells)} cells -> storage {Storage(grid.storage).uri(grid.name)}")
+    out(f"{'trial':44s} {'cpu':>5s} {'gpu':>5s}  {'epochs (typical / max)':>24s}")
+    total_epochs, total_cost, worst_epochs = 0.0, {"gpu": 0.0, "cpu": 0.0}, 0
+    for cell in grid.cells:
+        typical, worst = expected_epochs(cell)
+        total_epochs += typical
+        worst_epochs += worst
+        kind = "gpu" if cell.gpu > 0 else "cpu"
+        seconds = ROUGH_EPOCH_SECONDS.get((cell.config.model, kind))
+        if seconds is not None:
+            total_cost[kind] += typical * seconds * (cell.gpu if kind == "gpu" else cell.cpu)
+        out(f"{cell.name:44s} {cell.cpu:5g} {cell.gpu:5g}  {typical:>11.0f} / {worst:<11d}")
+    cpus = sum(c.cpu for c in grid.cells)
+    gpus = sum(c.gpu for c in grid.cells)
+    out(f"total: {len(grid.cells)} trials asking for {cpus:g} CPU and {gpus:g} GPU in all; "
+        f"about {total_epochs:,.0f} epochs (at most {worst_epochs:,d})")
+    out(f"rough cost: {total_cost['gpu'] / 3600:,.1f} GPU-hours and {total_cost['cpu'] / 3600:,.1f} CPU-core-hours "
+        f"(per-epoch guesses in sweeps/runner.py; measured speeds in benchmarks/RESULTS.md)")
+    for dataset in grid.datasets:
+        try:
+            check_files(dataset, grid.data_root)
+        except DataError as exc:
+            out(f"warning: a real run would stop here: {exc}")
+
+
+def expected_epochs(cell: Cell):
+    """(typical, worst-case) epochs of one trial; typical follows what the procedure usually does:
+    stage A stops after ~50 epochs and about 2.5 stage-B rounds run per outer loop."""
+    c = cell.config
+    if c.method == "ce":
+        return float(c.epochs_per_stage), c.epochs_per_stage
+    rounds = min(c.max_inner - 1, 2.5)
+    typical = c.max_outer * (min(c.epochs_per_stage, 50) + rounds * c.epochs_per_stage)
+    return typical, c.max_outer * c.max_inner * c.epochs_per_stage
+
+
+def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int] = None,
+        out: Callable[[str], None] = print) -> int:
+    """Run (or continue) the sweep; returns the exit code (0: every cell finished)."""
+    store = preflight(grid)
+    collector = Collector(store, grid.name)
+    finished = collector.finished_keys()
+    todo = [c for c in grid.cells if c.key not in finished]
+    store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
+    out(f"sweep {grid.name}: {len(grid.cells)} cells, {len(grid.cells) - len(todo)} already finished, "
+        f"{len(todo)} to run; storage {store.uri(grid.name)}")
+    if todo:
+        _tune(grid, store, todo, collector, address, max_concurrent, out)
+    tables = collector.write()
+    statuses = tables["trials"].column("status").to_pylist()
+    keys = set(tables["trials"].column("key").to_pylist())
+    missing = [c.name for c in grid.cells if c.key not in keys]
+    unfinished = [c.name for c in grid.cells if c.key not in finished | _finished(tables)]
+    out(f"tables: {store.uri(grid.name, 'results')} ({statuses.count('finished')} finished trials)")
+    out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, 'tensorboard')}")
+    if unfinished:
+        out(f"{len(unfinished)} cell(s) did not finish ({', '.join((missing or unfinished)[:3])}...); "
+            f"run the same command again to continue them")
+        return 1
+    out((store.read(grid.name, "results", "paper_table.md") or b"").decode())
+    return 0
+
+
+def _finished(tables) -> set:
+    t = tables["trials"]
+    return {k for k, s in zip(t.column("key").to_pylist(), t.column("status").to_pylist()) if s == "finished"}
+
+
+def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, address, max_concurrent, out):
+    # Tune's CSV and TensorBoard loggers would duplicate what the trainable writes; its JSON
+    # logger stays (result.json per trial) so that Tune's own result analysis works.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from sweeps.trainable import train_cell
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, **ray_init_kwargs())
+        else:
+            ray.init(include_dashboard=False, **ray_init_kwargs())
+    check_resources(todo, ray.cluster_resources(), [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")],
+                    remote=bool(address))
+
+    run_id = time.strftime("run-%Y%m%d-%H%M%S")
+    specs = {}
+    for cell in todo:
+        specs[cell.key] = {**cell.to_dict(), "resume_from": checkpoints_of(store, grid.name, cell.key)}
+
+    def resources(config):
+        spec = specs[config["cell"]]
+        bundle = {"CPU": spec["cpu"]}
+        if spec["gpu"] > 0:
+            bundle["GPU"] = spec["gpu"]
+        return tune.PlacementGroupFactory([bundle])
+
+    # The cell key is the only varying parameter, so Tune's status table shows readable names;
+    # the full cell specs travel once through the object store.
+    trainable = tune.with_parameters(train_cell, cells=specs, storage=store.uri(), sweep=grid.name)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources=resources),
+        param_space={"cell": tune.grid_search(list(specs))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                    trial_name_creator=lambda t: specs[t.config["cell"]]["name"],
+                                    trial_dirname_creator=lambda t: t.config["cell"]),
+        run_config=tune.RunConfig(name=run_id, storage_path=store.uri(grid.name, "tune"),
+                                  failure_config=tune.FailureConfig(max_failures=2),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  callbacks=[JsonLoggerCallback(), collect_callback(collector)], verbose=1))
+    tuner.fit()
+
+
+def ray_init_kwargs() -> dict:
+    """What every Ray connection of a sweep needs: the two packages shipped to the workers (so no
+    node needs the project on its path) and the data / cache locations of this shell."""
+    import memomentum
+    import sweeps
+
+    env = {k: os.environ[k] for k in (DATA_ENV, CACHE_ENV) if k in os.environ}
+    return {"runtime_env": {"py_modules": [memomentum, sweeps], "env_vars": env}}
+
+
+def check_resources(cells: List[Cell], total: dict, nodes: List[dict], remote: bool) -> None:
+    """Refuse cells that could never be scheduled (Tune would leave them PENDING forever)."""
+    need_gpu = max((c.gpu for c in cells), default=0)
+    need_cpu = max((c.cpu for c in cells), default=0)
+    have_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    have_cpu = max((n.get("CPU", 0) for n in nodes), default=0)
+    if need_gpu > 0 and have_gpu == 0:
+        raise SweepError(f"the grid asks for {need_gpu:g} GPU per trial but the Ray cluster has no GPU "
+                         f"({'cluster at --address' if remote else 'this machine'}); set resources gpu: 0 to "
+                         f"run on CPUs, or pass --address of a cluster with GPUs")
+    if need_gpu > have_gpu:
+        raise SweepError(f"the grid asks for {need_gpu:g} GPU per trial but no Ray node has more than "
+                         f"{have_gpu:g}; lower resources.<dataset>.gpu")
+    if need_cpu > have_cpu:
+        raise SweepError(f"the grid asks for {need_cpu:g} CPU per trial but no Ray node has more than "
+                         f"{have_cpu:g}; lower resources.<dataset>.cpu")
+
+
+def checkpoints_of(store: Storage, sweep: str, key: str) -> List[str]:
+    """Checkpoint files earlier runs left for a cell, newest first (paths relative to the storage)."""
+    found = []
+    for run_id in reversed(store.listdir(sweep, "tune")):
+        for name in reversed(store.listdir(sweep, "tune", run_id, key)):
+            if name.startswith("checkpoint_"):
+                found.append(f"{sweep}/tune/{run_id}/{key}/{name}/state.pt")
+    return found
+
+
+def collect_callback(collector: Collector):
+    """A Tune callback that rebuilds the result tables whenever a trial ends (defined lazily so
+    that importing this module does not import Ray)."""
+    from ray import tune
+
+    class CollectOnTrialEnd(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._collect()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            message = "the trial failed after its retries; see its log in the Ray output"
+            error_file = getattr(trial, "error_file", None)
+            if error_file and os.path.isfile(error_file):
+                with open(error_file) as fh:
+                    lines = [line for line in fh.read().strip().splitlines() if line.strip()]
+                message = lines[-1] if lines else message
+            collector.store.write_atomic(json.dumps({"error": message}).encode(), collector.sweep, "trials",
+                                         trial.config["cell"], "error.json")
+            self._collect()
+
+        def _collect(self):
+            try:
+                collector.write()
+            except Exception as exc:  # never let table writing take the sweep down
+                print(f"warning: could not update the result tables: {exc}", file=sys.stderr)
+
+    return CollectOnTrialEnd()

@@ -1,0 +1,92 @@
+"""Sweep storage: a local / NFS path or a cloud URI (s3://, gs://), through pyarrow.fs.
+
+Every write is atomic: bytes go to a temporary name beside the target, then one rename, so a reader
+(or a crash) sees either the old file or the new one, never half of one.
+"""
+import os
+import uuid
+from typing import List, Optional
+
+import pyarrow.fs as pafs
+
+
+class StorageError(RuntimeError):
+    """The storage location cannot be used; the message says which and why."""
+
+
+class Storage:
+    def __init__(self, location: str):
+        self.location = location
+        if "://" in location:
+            self.fs, self.root = pafs.FileSystem.from_uri(location)
+            self.local_root: Optional[str] = None
+        else:
+            self.root = os.path.abspath(os.path.expanduser(location))
+            self.fs = pafs.LocalFileSystem()
+            self.local_root = self.root
+
+    def __repr__(self):
+        return f"Storage({self.uri()!r})"
+
+    def uri(self, *parts: str) -> str:
+        """The location of `parts` as a user (or Tune's storage_path) would write it."""
+        if self.local_root is not None:
+            return os.path.join(self.local_root, *parts)
+        return "/".join([self.location.rstrip("/"), *parts])
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts]) if parts else self.root
+
+    def local(self, *parts: str) -> Optional[str]:
+        return os.path.join(self.local_root, *parts) if self.local_root is not None else None
+
+    # --- reading ----------------------------------------------------------------------------
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def read(self, *parts: str) -> Optional[bytes]:
+        try:
+            with self.fs.open_input_stream(self.path(*parts)) as fh:
+                return fh.read()
+        except (FileNotFoundError, OSError):
+            return None
+
+    def listdir(self, *parts: str) -> List[str]:
+        """Names of the entries directly under `parts` (empty if it does not exist)."""
+        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector))
+
+    def mtime_ns(self, *parts: str) -> Optional[int]:
+        info = self.fs.get_file_info(self.path(*parts))
+        return None if info.type == pafs.FileType.NotFound else (info.mtime_ns or 0) + (info.size or 0)
+
+    # --- writing ----------------------------------------------------------------------------
+    def makedirs(self, *parts: str) -> None:
+        self.fs.create_dir(self.path(*parts), recursive=True)
+
+    def write_atomic(self, data: bytes, *parts: str) -> None:
+        target = self.path(*parts)
+        parent = target.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.{target.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with self.fs.open_output_stream(tmp) as fh:
+                fh.write(data)
+            self.fs.move(tmp, target)
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass
+            raise
+
+    def check_writable(self, *parts: str) -> None:
+        """Raise StorageError unless a file can be created (and removed) under `parts`."""
+        probe = (*parts, f".write-probe-{uuid.uuid4().hex[:8]}")
+        try:
+            self.write_atomic(b"ok", *probe)
+            self.fs.delete_file(self.path(*probe))
+        except Exception as exc:  # permission, read-only mount, missing bucket, bad credentials
+            raise StorageError(f"storage {self.uri(*parts)} is not writable ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); choose another "
+                               f"--storage or fix its permissions") from None

@@ -1,0 +1,125 @@
+"""Grid files are validated before Ray starts; every mistake is one line and exit code 2."""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sweeps.grid import GridError, load_grid, parse_grid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+GOOD = {"name": "g", "datasets": ["digits"], "noise": [{"type": "symmetric", "rates": [0.2, 0.4]}],
+        "seeds": [1, 2], "methods": ["memomentum", "ce"], "config": {"epochs_per_stage": 3}}
+
+
+def test_cells_are_the_product_of_the_axes_with_stable_keys():
+    grid = parse_grid(GOOD)
+    assert len(grid.cells) == 1 * 2 * 2 * 2
+    names = [c.name for c in grid.cells]
+    assert "digits-symmetric-0.4-s2-ce" in names and len(set(names)) == 8
+    again = parse_grid(GOOD)
+    assert [c.key for c in grid.cells] == [c.key for c in again.cells]
+    changed = parse_grid({**GOOD, "config": {"epochs_per_stage": 4}})
+    assert not {c.key for c in grid.cells} & {c.key for c in changed.cells}
+    assert all(c.config.epochs_per_stage == 3 and (c.cpu, c.gpu) == (1.0, 0.0) for c in grid.cells)
+
+
+def test_resources_and_dataset_config_apply_per_dataset():
+    raw = {**GOOD, "datasets": ["digits", "mnist"],
+           "resources": {"default": {"cpu": 2, "gpu": 0.5}, "digits": {"gpu": 0}},
+           "dataset_config": {"mnist": {"batch_size": 64}}}
+    grid = parse_grid(raw)
+    by = {c.config.dataset: c for c in grid.cells}
+    assert (by["digits"].cpu, by["digits"].gpu) == (2.0, 0.0) and (by["mnist"].cpu, by["mnist"].gpu) == (2.0, 0.5)
+    assert by["mnist"].config.batch_size == 64 and by["digits"].config.batch_size == 128
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"epochs": 3}, "unknown top-level key 'epochs'"),
+    ({"datasets": ["svhn"]}, "unknown dataset 'svhn'"),
+    ({"datasets": []}, "'datasets' must be a non-empty list"),
+    ({"methods": ["coteaching"]}, "unknown method"),
+    ({"seeds": [1, "two"]}, "every entry must be a whole number"),
+    ({"seeds": [1.5]}, "every entry must be a whole number"),
+    ({"noise": [{"type": "asym", "rates": [0.2]}]}, "unknown noise type 'asym'"),
+    ({"noise": [{"type": "symmetric", "rates": [1.2]}]}, "rate 1.2 is outside [0, 1)"),
+    ({"noise": [{"type": "symmetric", "rates": []}]}, "'rates' must be a non-empty list"),
+    ({"noise": []}, "'noise' must be a non-empty list"),
+    ({"config": {"epochs_per_stag": 3}}, "did you mean 'epochs_per_stage'"),
+    ({"config": {"epochs_per_stage": "3"}}, "must be a whole number"),
+    ({"config": {"model": "vgg"}}, "unknown model 'vgg'"),
+    ({"config": {"seed": 3}}, "is a grid axis"),
+    ({"resources": {"default": {"gpu": -1}}}, "resources.default.gpu"),
+    ({"resources": {"cifar10": {"gpu": 1}}}, "neither 'default' nor one of the datasets"),
+    ({"name": "bad name!"}, "name 'bad name!'"),
+    ({"seeds": [1, 1]}, "appears twice"),
+])
+def test_grid_mistakes_are_reported(change, fragment):
+    with pytest.raises(GridError) as err:
+        parse_grid({**GOOD, **change}, "grid.yaml")
+    assert fragment in str(err.value) and str(err.value).startswith("grid.yaml: ")
+
+
+def test_unreadable_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndatasets: [digits\nseeds: [1]\n")
+    with pytest.raises(GridError, match=r"bad.yaml is not valid YAML at line \d+"):
+        load_grid(str(bad))
+    with pytest.raises(GridError, match="not found"):
+        load_grid(str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize("path", ["grids/quick.yaml", "grids/paper.yaml", "grids/mnist.yaml", "grids/cifar.yaml"])
+def test_shipped_grids_are_valid(path):
+    grid = load_grid(os.path.join(ROOT, path))
+    assert grid.cells
+
+
+def test_paper_grid_covers_the_published_settings():
+    grid = load_grid(os.path.join(ROOT, "grids/paper.yaml"))
+    settings = {(c.config.dataset, c.config.noise_type, c.config.noise_rate) for c in grid.cells}
+    for dataset in ("mnist", "fashionmnist", "cifar10", "cifar100"):
+        for kind, rate in (("symmetric", 0.2), ("symmetric", 0.4), ("pairflip", 0.2), ("pairflip", 0.4),
+                           ("pairflip", 0.45), ("instance", 0.2), ("instance", 0.4)):
+            assert (dataset, kind, rate) in settings
+    assert {c.config.seed for c in grid.cells} == {1, 2, 3, 4, 5}
+    assert {c.config.method for c in grid.cells} == {"memomentum", "ce"}
+    assert all(c.gpu > 0 for c in grid.cells)
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def test_dry_run_lists_every_cell_without_starting_ray(tmp_path):
+    proc = run_cli("grids/paper.yaml", "--dry-run", "--storage", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "total: 280 trials" in proc.stdout and "GPU-hours" in proc.stdout
+    assert "cifar100-instance-0.4-s5-memomentum" in proc.stdout
+    assert not os.listdir(tmp_path)  # nothing written
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("name: x\ndatasets: [digits]\nnoise: [{type: symmetric, rates: [1.5]}]\nseeds: [1]\nmethods: [ce]\n",
+     "outside [0, 1)"),
+    ("name: x\ndatasets: [digits]\nnoise: [{type: symmetric, rates: [0.2]}]\nseeds: [1]\nmethods: [ce]\n"
+     "colour: red\n", "unknown top-level key 'colour'"),
+])
+def test_cli_grid_mistake_is_one_line_exit_2(tmp_path, content, fragment):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(content)
+    proc = run_cli(str(grid), "--storage", str(tmp_path / "store"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and fragment in proc.stderr and proc.stderr.startswith("error: ")
+    assert not (tmp_path / "store").exists()
+
+
+def test_missing_data_is_caught_before_ray(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({**GOOD, "datasets": ["cifar10"], "data_root": str(tmp_path / "nodata")}))
+    proc = run_cli(str(grid), "--storage", str(tmp_path / "store"))
+    assert proc.returncode == 2 and "file(s) missing under data root" in proc.stderr
+    assert not (tmp_path / "store").exists()

@@ -1,0 +1,86 @@
+"""The sweep end to end on a real local Ray instance (2 CPUs): every trial terminates, the Parquet
+tables and TensorBoard event files are complete, the paper table renders, and a second run of the
+same grid re-runs nothing."""
+import os
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from sweeps import runner
+from sweeps.grid import parse_grid
+
+TINY = {"name": "tiny", "datasets": ["digits"],
+        "noise": [{"type": "symmetric", "rates": [0.4]}, {"type": "pairflip", "rates": [0.3]}],
+        "seeds": [1], "methods": ["memomentum", "ce"],
+        "config": {"epochs_per_stage": 2, "max_outer": 2, "max_inner": 3, "device": "cpu"}}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs())
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(ray_local, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    grid = parse_grid(TINY, storage=str(storage))
+    lines = []
+    code = runner.run(grid, out=lines.append)
+    return grid, storage, code, lines
+
+
+def test_every_trial_terminates_and_tables_are_complete(finished_sweep):
+    grid, storage, code, _ = finished_sweep
+    assert code == 0
+    results = storage / "tiny" / "results"
+    trials = pq.read_table(results / "trials.parquet").to_pylist()
+    assert len(trials) == 4 and {t["status"] for t in trials} == {"finished"}
+    assert {t["key"] for t in trials} == {c.key for c in grid.cells}
+    assert all(t["node_id"] and t["test_acc"] is not None and t["epochs"] > 0 for t in trials)
+    rounds = pq.read_table(results / "rounds.parquet").to_pylist()
+    epochs = pq.read_table(results / "epochs.parquet").to_pylist()
+    for t in trials:
+        mine = [e for e in epochs if e["key"] == t["key"]]
+        assert len(mine) == t["epochs"] and sorted(e["step"] for e in mine) == list(range(1, t["epochs"] + 1))
+        assert len([r for r in rounds if r["key"] == t["key"]]) == t["n_rounds"] >= 1
+    paper = pq.read_table(results / "paper_table.parquet").to_pylist()
+    assert {(r["method"], r["noise_type"]) for r in paper} == {(m, n) for m in ("memomentum", "ce")
+                                                             for n in ("symmetric", "pairflip")}
+    md = (results / "paper_table.md").read_text()
+    assert "| digits | memomentum |" in md and "| digits | ce |" in md and "n/a" in md
+
+
+def test_tensorboard_has_a_validation_series_for_every_trial(finished_sweep):
+    grid, storage, _, _ = finished_sweep
+    trials = {t["key"]: t for t in pq.read_table(storage / "tiny" / "results" / "trials.parquet").to_pylist()}
+    for cell in grid.cells:
+        events = EventAccumulator(str(storage / "tiny" / "tensorboard" / cell.key))
+        events.Reload()
+        series = events.Scalars("val/score")
+        assert [s.step for s in series] == list(range(1, trials[cell.key]["epochs"] + 1))
+        assert "round/n_confident" in events.Tags()["scalars"]
+
+
+def test_running_the_same_grid_again_reruns_nothing(finished_sweep):
+    grid, storage, _, _ = finished_sweep
+    stamps = {c.key: os.path.getmtime(storage / "tiny" / "trials" / c.key / "trial.json") for c in grid.cells}
+    lines = []
+    assert runner.run(grid, out=lines.append) == 0
+    assert "4 already finished, 0 to run" in lines[0]
+    assert stamps == {c.key: os.path.getmtime(storage / "tiny" / "trials" / c.key / "trial.json")
+                      for c in grid.cells}
+
+
+def test_collect_rebuilds_the_tables(finished_sweep):
+    from run_sweep import main
+
+    grid, storage, _, _ = finished_sweep
+    for name in ("trials.parquet", "paper_table.md"):
+        os.remove(storage / "tiny" / "results" / name)
+    assert main(["--collect", str(storage / "tiny")]) == 0
+    assert pq.read_table(storage / "tiny" / "results" / "trials.parquet").num_rows == 4
+    assert (storage / "tiny" / "results" / "paper_table.md").exists()

@@ -1,0 +1,61 @@
+import math
+
+import pyarrow as pa
+
+from sweeps import tables
+from sweeps.results import TRIALS
+
+
+def trials(rows):
+    base = {k: None for k in TRIALS.names}
+    return pa.Table.from_pylist([{**base, "status": "finished", "precision_mode": "fp32", **r} for r in rows],
+                                schema=TRIALS)
+
+
+def test_mean_std_over_seeds_with_published_reference_and_delta():
+    t = trials([{"dataset": "cifar10", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
+                 "seed": s, "test_acc": a} for s, a in ((1, 90.0), (2, 91.0), (3, 92.0))] +
+               [{"dataset": "cifar10", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
+                 "seed": 4, "test_acc": 10.0, "status": "running"}])
+    row = tables.paper_table(t).to_pylist()[0]
+    assert row["n"] == 3 and row["seeds"] == [1, 2, 3]
+    assert row["mean"] == 91.0 and math.isclose(row["std"], 1.0)
+    assert (row["ref_mean"], row["ref_std"]) == (91.44, 0.33)
+    assert math.isclose(row["delta"], 91.0 - 91.44)
+
+
+def test_no_reference_means_na_never_a_number():
+    t = trials([{"dataset": "mnist", "method": "memomentum", "noise_type": "pairflip", "noise_rate": 0.45,
+                 "seed": 1, "test_acc": 97.5},
+                {"dataset": "cifar10", "method": "ce", "noise_type": "symmetric", "noise_rate": 0.2,
+                 "seed": 1, "test_acc": 80.0}])
+    table = tables.paper_table(t)
+    assert all(r["ref_mean"] is None and r["delta"] is None for r in table.to_pylist())
+    md = tables.render_markdown(table, t)
+    assert "| mnist | memomentum | – | 97.50 (1) / n/a / n/a |" in md or "97.50 (1) / n/a / n/a" in md
+    assert "| cifar10 | ce |" in md and "Co-teaching (published)" in md
+
+
+def test_bf16_runs_are_kept_apart_and_labelled():
+    rows = [{"dataset": "cifar10", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.4,
+             "seed": 1, "test_acc": 88.0, "precision_mode": mode} for mode in ("fp32", "bf16")]
+    table = tables.paper_table(trials(rows))
+    assert table.num_rows == 2
+    bf16 = [r for r in table.to_pylist() if r["variant"] == "bf16"][0]
+    assert bf16["ref_mean"] is None  # published numbers are compared with the faithful setting only
+    assert "memomentum [bf16]" in tables.render_markdown(table)
+
+
+def test_empty_sweep_renders():
+    md = tables.render_markdown(tables.paper_table(trials([])), trials([]))
+    assert "No finished trials yet" in md
+
+
+def test_zero_by_official_rule_is_footnoted():
+    t = trials([{"dataset": "digits", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
+                 "seed": s, "test_acc": a, "best_stage": b} for s, a, b in ((1, 96.0, "B"), (2, 0.0, None))])
+    md = tables.render_markdown(tables.paper_table(t), t)
+    assert "1 Me-Momentum trial(s) report 0" in md
+    staged = trials([{"dataset": "digits", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
+                      "seed": 1, "test_acc": 96.0, "best_stage": "A", "select_stage_a": True}])
+    assert tables.paper_table(staged).to_pylist()[0]["variant"] == "stage-A selection"
