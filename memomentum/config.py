@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 METHODS = ("memomentum", "ce")
+# Fields that say where / how fast a trial runs but never what it computes: left out of the config hash
+EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -112,8 +114,7 @@ class TrialConfig:
 
     def config_hash(self) -> str:
         """Stable short hash of every field that can change what a trial computes."""
-        execution_only = {"device", "data_root", "download", "eval_batch_size", "checkpoint_every"}
-        keyed = {k: v for k, v in self.to_dict().items() if k not in execution_only}
+        keyed = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
         return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -184,5 +185,5 @@ def _unknown(what: str, value: Any, valid) -> str:
     return f"unknown {what} {value!r}{hint}; valid: {', '.join(names)}"
 
 
-__all__ = ["TrialConfig", "ConfigError", "METHODS", "PRECISIONS", "parse_value", "parse_assignments",
+__all__ = ["TrialConfig", "ConfigError", "METHODS", "EXECUTION_ONLY", "PRECISIONS", "parse_value", "parse_assignments",
            "field_types"]

@@ -150,11 +150,26 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
         except ConfigError as exc:
             fail(f"config: {exc}")
         cell = Cell(cfg, *resources[dataset])
+        if cfg.device.startswith("cuda") and cell.gpu == 0:
+            fail(f"config device={cfg.device!r} but resources give {dataset} trials no GPU; set "
+                 f"resources.{dataset}.gpu (e.g. 1, or 0.25 to share) or use device: auto")
         if cell.key in seen:
             fail(f"cell {cell.name} appears twice; remove the repeated seed or rate")
         seen.add(cell.key)
         cells.append(cell)
     return Grid(name, str(raw.get("description", "")), tuple(cells), store, root, source, raw)
+
+
+def identity(raw: dict) -> dict:
+    """What makes two grids of one name the same sweep: the settings every trial shares. Axes may
+    grow (more seeds, rates, data sets) and resources may change; execution-only fields don't count."""
+    from memomentum.config import EXECUTION_ONLY
+
+    def strip(values):
+        return {k: v for k, v in (values or {}).items() if k not in EXECUTION_ONLY}
+
+    return {"config": strip(raw.get("config")),
+            "dataset_config": {d: strip(v) for d, v in (raw.get("dataset_config") or {}).items()}}
 
 
 def _axis(raw: dict, key: str, kind: type, fail) -> list:

@@ -84,14 +84,18 @@ class Collector:
         return out
 
     def write(self) -> Dict[str, pa.Table]:
-        """Rebuild every results file; returns the tables."""
+        """Rebuild every results file; returns the tables. All files are serialised before the first
+        one is replaced, and each replacement is one rename."""
         t = self.tables()
+        files = {}
         for name in ("trials", "rounds", "epochs", "paper_table"):
             buf = io.BytesIO()
             pq.write_table(t[name], buf)
-            self.store.write_atomic(buf.getvalue(), self.sweep, "results", f"{name}.parquet")
+            files[f"{name}.parquet"] = buf.getvalue()
         markdown = tables.render_markdown(t["paper_table"], t["trials"], title=f"Sweep `{self.sweep}`")
-        self.store.write_atomic(markdown.encode(), self.sweep, "results", "paper_table.md")
+        files["paper_table.md"] = markdown.encode()
+        for name, data in files.items():
+            self.store.write_atomic(data, self.sweep, "results", name)
         return t
 
     def finished_keys(self) -> set:

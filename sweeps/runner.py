@@ -18,9 +18,9 @@ from typing import Callable, List, Optional
 
 import yaml
 
-from memomentum.data import DATA_ENV, DataError, check_files
+from memomentum.data import DATA_ENV, DataError, check_files, load
 from memomentum.noise import CACHE_ENV
-from sweeps.grid import Cell, Grid
+from sweeps.grid import Cell, Grid, identity
 from sweeps.results import Collector
 from sweeps.storage import Storage
 
@@ -35,13 +35,50 @@ class SweepError(RuntimeError):
     """A problem with the sweep as a whole (resources, storage); the message says what to do."""
 
 
-def preflight(grid: Grid) -> Storage:
-    """All checks that need no Ray: data files present, storage writable. Returns the storage."""
+def preflight(grid: Grid, address: Optional[str] = None) -> Storage:
+    """Every check that needs no Ray, in the order a user would fix them; nothing is written to the
+    storage before all of them pass. Returns the storage."""
     for dataset in grid.datasets:
         check_files(dataset, grid.data_root)
+        load(dataset, grid.data_root)  # reads every file: a truncated or corrupt one fails here
+    if not address:
+        check_local_gpus(grid.cells)
     store = Storage(grid.storage)
+    check_same_grid(store, grid)
     store.check_writable(grid.name)
     return store
+
+
+def check_local_gpus(cells: List[Cell]) -> None:
+    need = max((c.gpu for c in cells), default=0)
+    if need > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        if have == 0:
+            raise SweepError(f"the grid gives trials {need:g} GPU but this machine has none; set "
+                             f"resources gpu: 0 (and device: auto) to run on CPUs, or pass --address of a "
+                             f"Ray cluster with GPUs")
+        if need > have:
+            raise SweepError(f"the grid gives a trial {need:g} GPUs but this machine has {have}; lower "
+                             f"resources.<dataset>.gpu")
+
+
+def check_same_grid(store: Storage, grid: Grid) -> None:
+    """A sweep folder belongs to one grid: refuse a grid of the same name whose shared settings differ."""
+    raw = store.read(grid.name, "grid.yaml")
+    if raw is None:
+        return
+    try:
+        before = identity(yaml.safe_load(raw) or {})
+    except yaml.YAMLError:
+        return
+    now = identity(grid.raw)
+    if before != now:
+        changed = sorted({f"{part}.{k}" for part in now for k in set(now[part]) | set(before[part])
+                          if now[part].get(k) != before[part].get(k)})
+        raise SweepError(f"{store.uri(grid.name)} already holds sweep '{grid.name}' run with a different grid "
+                         f"({', '.join(changed)} differ); give this grid another name, or use another --storage")
 
 
 def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
@@ -84,15 +121,20 @@ def expected_epochs(cell: Cell):
 def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int] = None,
         out: Callable[[str], None] = print) -> int:
     """Run (or continue) the sweep; returns the exit code (0: every cell finished)."""
-    store = preflight(grid)
+    store = preflight(grid, address)
     collector = Collector(store, grid.name)
     finished = collector.finished_keys()
     todo = [c for c in grid.cells if c.key not in finished]
-    store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
     out(f"sweep {grid.name}: {len(grid.cells)} cells, {len(grid.cells) - len(todo)} already finished, "
         f"{len(todo)} to run; storage {store.uri(grid.name)}")
     if todo:
-        _tune(grid, store, todo, collector, address, max_concurrent, out)
+        connect(address)
+        import ray
+
+        check_resources(todo, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")], remote=bool(address))
+    store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
+    if todo:
+        _tune(grid, store, todo, collector, max_concurrent)
     tables = collector.write()
     statuses = tables["trials"].column("status").to_pylist()
     keys = set(tables["trials"].column("key").to_pylist())
@@ -113,25 +155,27 @@ def _finished(tables) -> set:
     return {k for k, s in zip(t.column("key").to_pylist(), t.column("status").to_pylist()) if s == "finished"}
 
 
-def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, address, max_concurrent, out):
-    # Tune's CSV and TensorBoard loggers would duplicate what the trainable writes; its JSON
-    # logger stays (result.json per trial) so that Tune's own result analysis works.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+def connect(address: Optional[str]) -> None:
+    """Start Ray on this machine, or join the cluster at `address` (unless already connected)."""
     import ray
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
-    from sweeps.trainable import train_cell
 
     if not ray.is_initialized():
         if address:
             ray.init(address=address, **ray_init_kwargs())
         else:
             ray.init(include_dashboard=False, **ray_init_kwargs())
-    check_resources(todo, ray.cluster_resources(), [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")],
-                    remote=bool(address))
 
-    run_id = time.strftime("run-%Y%m%d-%H%M%S")
+
+def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, max_concurrent):
+    # Tune's CSV and TensorBoard loggers would duplicate what the trainable writes; its JSON
+    # logger stays (result.json per trial) so that Tune's own result analysis works.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from sweeps.trainable import train_cell
+
+    run_id = time.strftime("run-%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
     specs = {}
     for cell in todo:
         specs[cell.key] = {**cell.to_dict(), "resume_from": checkpoints_of(store, grid.name, cell.key)}
@@ -169,7 +213,7 @@ def ray_init_kwargs() -> dict:
     return {"runtime_env": {"py_modules": [memomentum, sweeps], "env_vars": env}}
 
 
-def check_resources(cells: List[Cell], total: dict, nodes: List[dict], remote: bool) -> None:
+def check_resources(cells: List[Cell], nodes: List[dict], remote: bool) -> None:
     """Refuse cells that could never be scheduled (Tune would leave them PENDING forever)."""
     need_gpu = max((c.gpu for c in cells), default=0)
     need_cpu = max((c.cpu for c in cells), default=0)
@@ -204,6 +248,11 @@ def collect_callback(collector: Collector):
 
     class CollectOnTrialEnd(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
+            try:  # an error an earlier attempt left behind no longer applies
+                collector.store.fs.delete_file(collector.store.path(collector.sweep, "trials", trial.config["cell"],
+                                                                    "error.json"))
+            except OSError:
+                pass
             self._collect()
 
         def on_trial_error(self, iteration, trials, trial, **info):

@@ -43,7 +43,7 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     records = _previous_records(store, sweep, cell["key"], state)
     trial = Trial(cfg, state=state)
     doc = {"key": cell["key"], "name": cell["name"], "cell": cell, "config": cfg.to_dict(),
-           "status": "running", "node_id": ray.get_runtime_context().get_node_id(),
+           "status": "running", "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
            "device": str(trial.device), "label_hash": trial.data.label_hash,
            "realized_noise_rate": trial.data.realized_noise_rate, "resumed_from": source,
            "started": time.time(), "records": records, "result": None}
