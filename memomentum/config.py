@@ -52,6 +52,7 @@ class TrialConfig:
     # --- execution (never changes what is computed, except precision) --------------------------
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; channels_last on CUDA); recorded in results
+    compile: bool = False  # torch.compile the network (faster on GPUs after a warm-up; recorded in results)
     deterministic: bool = False  # torch deterministic algorithms; cudnn.benchmark is on when False
     checkpoint_every: int = 0  # also offer a resumable state every N epochs inside rounds (0 = rounds only)
 

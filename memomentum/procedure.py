@@ -231,7 +231,10 @@ class Trial:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.cfg.seed, 100 + outer))
             model = create_model(self.cfg.model, info.num_classes, images.shape[1])
-        return self.engine.prepare_model(model)
+        model = self.engine.prepare_model(model)
+        if self.cfg.compile:
+            model.compile()  # in place: state_dict keys stay those of the plain module
+        return model
 
     def _diagnostics(self, idx: torch.Tensor) -> dict:
         """Confident-set quality from CLEAN labels (never used for a decision), in %."""

@@ -24,7 +24,7 @@ CELL = [("key", pa.string()), ("name", pa.string()), ("dataset", pa.string()), (
         ("noise_rate", pa.float64()), ("seed", pa.int64()), ("method", pa.string())]
 TRIALS = pa.schema(CELL + [
     ("status", pa.string()), ("model", pa.string()), ("precision_mode", pa.string()),
-    ("select_stage_a", pa.bool_()), ("test_acc", pa.float64()), ("best_val_score", pa.float64()),
+    ("select_stage_a", pa.bool_()), ("compile", pa.bool_()), ("test_acc", pa.float64()), ("best_val_score", pa.float64()),
     ("best_stage", pa.string()), ("realized_noise_rate", pa.float64()), ("n_rounds", pa.int64()), ("epochs", pa.int64()), ("final_n_confident", pa.int64()),
     ("final_precision", pa.float64()), ("final_recall", pa.float64()), ("seconds", pa.float64()),
     ("node_id", pa.string()), ("device", pa.string()), ("config_hash", pa.string()), ("label_hash", pa.string()),
@@ -116,6 +116,7 @@ def _trial_row(doc: dict, cell: dict) -> dict:
     last_epoch = next((r for r in reversed(records) if r["kind"] == "epoch"), {})
     return {**cell, "status": doc["status"], "model": doc["config"]["model"],
             "precision_mode": doc["config"]["precision"], "select_stage_a": doc["config"]["select_stage_a"],
+            "compile": doc["config"]["compile"],
             "best_stage": result.get("best_stage"),
             "test_acc": result.get("test_acc", last_epoch.get("best_test_acc")),
             "best_val_score": result.get("best_val_score", last_epoch.get("best_val_score")),
