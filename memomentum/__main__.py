@@ -17,8 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m memomentum", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="digits, mnist, fashionmnist, cifar10, cifar100")
-    p.add_argument("--noise-type", default="symmetric", help="symmetric, pairflip or instance")
-    p.add_argument("--noise-rate", type=float, default=0.2, help="target noise rate in [0, 1)")
+    p.add_argument("--noise-type", help="symmetric (default), pairflip or instance; clothing1m: its real noise")
+    p.add_argument("--noise-rate", type=float, help="target noise rate in [0, 1) (default 0.2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--method", default="memomentum", help="memomentum (default) or ce")
     p.add_argument("--data-root", default="", help="folder with the data set files (default $MEMOMENTUM_DATA or ./data)")
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> TrialConfig:
     values = {"dataset": args.dataset, "noise_type": args.noise_type, "noise_rate": args.noise_rate,
               "seed": args.seed, "method": args.method, "data_root": args.data_root, "device": args.device}
+    values = {k: v for k, v in values.items() if v is not None}  # unset: the data set's defaults
     values.update(parse_assignments(args.overrides))
     return TrialConfig.from_dict(values)
 
@@ -54,16 +55,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        from memomentum.procedure import Trial  # imports torch; after the cheap checks
+        from memomentum.procedure import make_trial  # imports torch; after the cheap checks
 
-        trial = Trial(cfg)
+        trial = make_trial(cfg)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     log(f"trial {cfg.dataset} {cfg.noise_type} {cfg.noise_rate} seed {cfg.seed} {cfg.method} ({cfg.model}) "
-        f"on {trial.device}; realised noise {trial.data.realized_noise_rate:.4f}; "
-        f"train {len(trial.data.train_idx)}, val {len(trial.data.val_idx)}, test {len(trial.data.test_labels)}")
+        f"on {trial.device}; {trial.describe()}")
     result = None
     for record in trial.records():
         if record["kind"] == "result":

@@ -13,7 +13,15 @@ from typing import Any, Mapping
 
 METHODS = ("memomentum", "ce")
 # Fields that say where / how fast a trial runs but never what it computes: left out of the config hash
-EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every")
+EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every", "num_workers")
+REAL_NOISE = "real"  # the noise type of data sets whose labels are noisy as collected (Clothing1M)
+
+# Official settings that differ by data set (SPEC §4); anything the user sets wins.
+DATASET_DEFAULTS = {
+    "clothing1m": {"noise_type": REAL_NOISE, "noise_rate": 0.0, "lr": 0.005, "weight_decay": 1e-3,
+                   "batch_size": 32, "eval_batch_size": 128, "epochs_per_stage": 5, "max_outer": 3,
+                   "max_inner": 6, "lr_milestones": (10, 20), "pretrained": True},
+}
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -49,6 +57,12 @@ class TrialConfig:
     eval_batch_size: int = 1024  # evaluation and extraction batch, examples (no effect on results)
     lr_milestones: tuple = (40, 80)  # stage-B epochs (and ce epochs) where lr is multiplied by lr_gamma
     lr_gamma: float = 0.1  # lr factor at each milestone
+    # --- Clothing1M (SPEC §4) -----------------------------------------------------------------
+    image_size: int = 256  # images are resized to image_size x image_size (crop padding = image_size / 8)
+    beta: float = 0.45  # per-class model score = beta * val recall + (1 - beta) * val precision
+    pretrained: bool = False  # start from ImageNet weights (default true for clothing1m)
+    pretrained_weights: str = ""  # local file of torchvision's ResNet-50 ImageNet state dict; "" = download
+    num_workers: int = 8  # DataLoader processes decoding JPEGs (no effect on results)
     # --- execution (never changes what is computed, except precision) --------------------------
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; channels_last on CUDA); recorded in results
@@ -66,7 +80,15 @@ class TrialConfig:
         from memomentum.noise import NOISE_TYPES
 
         _one_of("dataset", self.dataset, DATASETS)
-        _one_of("noise_type", self.noise_type, NOISE_TYPES)
+        _one_of("noise_type", self.noise_type, NOISE_TYPES + (REAL_NOISE,))
+        real_noise = DATASETS[self.dataset].kind == "files"
+        if real_noise and self.noise_type != REAL_NOISE:
+            raise ConfigError(f"{self.dataset} has real label noise: leave noise_type unset (or use '{REAL_NOISE}')")
+        if not real_noise and self.noise_type == REAL_NOISE:
+            raise ConfigError(f"noise_type '{REAL_NOISE}' is only for data sets collected with noisy labels "
+                              f"(clothing1m); use symmetric, pairflip or instance for {self.dataset}")
+        if real_noise and self.noise_rate != 0:
+            raise ConfigError(f"{self.dataset} has real label noise: leave noise_rate unset")
         _one_of("method", self.method, METHODS)
         _one_of("precision", self.precision, PRECISIONS)
         if self.model:
@@ -75,10 +97,12 @@ class TrialConfig:
             raise ConfigError(f"noise_rate={self.noise_rate} is outside [0, 1); use e.g. 0.2 for 20% noise")
         if not 0.0 < self.train_fraction < 1.0:
             raise ConfigError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1")
-        for name in ("epochs_per_stage", "max_outer", "max_inner", "batch_size", "eval_batch_size"):
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"beta={self.beta} must lie in [0, 1]")
+        for name in ("epochs_per_stage", "max_outer", "max_inner", "batch_size", "eval_batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every"):
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
         if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
@@ -98,7 +122,8 @@ class TrialConfig:
             if key not in kinds:
                 raise ConfigError(_unknown("config field", key, kinds))
             checked[key] = _check_type(key, value, kinds[key])
-        cfg = cls(**checked)
+        defaults = DATASET_DEFAULTS.get(checked.get("dataset", cls.dataset), {})
+        cfg = cls(**{**defaults, **checked})
         if not cfg.model:
             from memomentum.data import DATASETS
 
@@ -186,5 +211,5 @@ def _unknown(what: str, value: Any, valid) -> str:
     return f"unknown {what} {value!r}{hint}; valid: {', '.join(names)}"
 
 
-__all__ = ["TrialConfig", "ConfigError", "METHODS", "EXECUTION_ONLY", "PRECISIONS", "parse_value", "parse_assignments",
+__all__ = ["TrialConfig", "ConfigError", "METHODS", "EXECUTION_ONLY", "REAL_NOISE", "DATASET_DEFAULTS", "PRECISIONS", "parse_value", "parse_assignments",
            "field_types"]

@@ -8,6 +8,8 @@ Files are read in torchvision's on-disk layouts under a data root:
   <root>/MNIST/raw/*-ubyte, <root>/FashionMNIST/raw/*-ubyte   (torchvision's readers)
   <root>/cifar-10-batches-py/{data_batch_1..5,test_batch}      (the python pickle release)
   <root>/cifar-100-python/{train,test}
+  <root>/annotations/{noisy_train_key_list,noisy_label_kv,clean_label_kv,clean_val_key_list,
+                      clean_test_key_list}.txt + the image folders they name   (Clothing1M release)
 The data root is the config's `data_root`, else the environment variable MEMOMENTUM_DATA, else ./data.
 `digits` needs no files: it is scikit-learn's load_digits, shipped inside the package.
 """
@@ -44,15 +46,16 @@ class DatasetInfo:
     crop_padding: int  # random crop with this much zero padding (0: no crop)
     flip: bool  # random horizontal flip
     files: Tuple[str, ...]  # files the loader needs, relative to the data root
-    read: Callable[[str, bool], Arrays]  # (root, download) -> Arrays
+    read: Callable[[str, bool], object]  # (root, download) -> Arrays (kind "tensors") or an index
+    kind: str = "tensors"  # "tensors": whole set in memory; "files": images streamed from disk
 
 
 def resolve_root(data_root: str = "") -> str:
     return data_root or os.environ.get(DATA_ENV) or "data"
 
 
-def load(name: str, data_root: str = "", download: bool = False) -> Arrays:
-    """The data set's tensors (cached per process)."""
+def load(name: str, data_root: str = "", download: bool = False):
+    """The data set's tensors (cached per process); for kind "files", its checked index."""
     from memomentum.config import ConfigError, _unknown
 
     if name not in DATASETS:
@@ -72,7 +75,8 @@ def _load_cached(name: str, root: str, download: bool) -> Arrays:
     except Exception as exc:  # a truncated or foreign file: say which data set and where
         raise DataError(f"could not read the {name} files under {root}: {type(exc).__name__}: {exc}; "
                         f"replace them with the original release files") from exc
-    _check_arrays(name, arrays)
+    if info.kind == "tensors":
+        _check_arrays(name, arrays)
     return arrays
 
 
@@ -166,6 +170,17 @@ def _idx_files(folder: str) -> Tuple[str, ...]:
 
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
+
+def _read_clothing(root: str, download: bool):
+    from memomentum.clothing import read_index
+
+    return read_index(root)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLOTHING_ANNOTATIONS = ("noisy_train_key_list.txt", "noisy_label_kv.txt", "clean_label_kv.txt",
+                        "clean_val_key_list.txt", "clean_test_key_list.txt")
+
 DATASETS = {
     "digits": DatasetInfo(10, "digitsnet", (0.3,), (0.38,), 0, False, (), _read_digits),
     "mnist": DatasetInfo(10, "lenet", (0.1307,), (0.3081,), 0, False, _idx_files("MNIST"),
@@ -178,4 +193,6 @@ DATASETS = {
     "cifar100": DatasetInfo(100, "resnet34", (0.507, 0.487, 0.441), (0.267, 0.256, 0.276), 4, True,
                             ("cifar-100-python/train", "cifar-100-python/test"),
                             _read_cifar("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100")),
+    "clothing1m": DatasetInfo(14, "resnet50", IMAGENET_MEAN, IMAGENET_STD, 32, True,
+                              tuple(f"annotations/{f}" for f in CLOTHING_ANNOTATIONS), _read_clothing, "files"),
 }

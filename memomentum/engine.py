@@ -60,7 +60,11 @@ class Engine:
             x = batch_crop(x, self.crop_padding, self.generator)
         if augment and self.flip:
             x = batch_flip(x, self.generator)
-        x = (x - self.mean) / self.std
+        return self.place((x - self.mean) / self.std)
+
+    def place(self, x: torch.Tensor) -> torch.Tensor:
+        """An input batch on the device, in the memory format the model runs in."""
+        x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def autocast(self):
@@ -74,26 +78,30 @@ class Engine:
 
     # --- passes -----------------------------------------------------------------------------
     def train_epoch(self, model, optimizer, images, labels, idx) -> Tuple[float, float]:
-        """One epoch over `idx` in a fresh random order (last batch may be short, as drop_last=False).
-
-        Returns (mean cross-entropy, accuracy % against the given labels), read once at the end."""
-        model.train()
+        """One epoch over `idx` in a fresh random order (last batch may be short, as drop_last=False)."""
         order = idx[torch.randperm(len(idx), generator=self.generator, device=self.device)]
+        batches = (order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size))
+        return self.fit_batches(model, optimizer, ((self.batch(images[b], augment=True), labels[b]) for b in batches))
+
+    def fit_batches(self, model, optimizer, batches, weight: Optional[torch.Tensor] = None) -> Tuple[float, float]:
+        """One SGD step per (inputs, labels) batch with (optionally class-weighted) cross-entropy.
+
+        Returns (mean loss, accuracy % against the given labels), read from the device once at the end."""
+        model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(order), self.batch_size):
-            b = order[start:start + self.batch_size]
-            x, y = self.batch(images[b], augment=True), labels[b]
+        n = 0
+        for x, y in batches:
             with self.autocast():
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach().float() * len(b)
+            loss_sum += loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
-        n = max(len(order), 1)
-        return loss_sum.item() / n, 100.0 * correct.item() / n
+            n += len(y)
+        return loss_sum.item() / max(n, 1), 100.0 * correct.item() / max(n, 1)
 
     @torch.inference_mode()
     def predict(self, model, images, idx, augment: bool) -> torch.Tensor:

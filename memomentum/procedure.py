@@ -75,40 +75,143 @@ def derive_seed(seed: int, purpose: int) -> int:
     return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
 
 
-class Trial:
-    def __init__(self, cfg: TrialConfig, data: Optional[TrialData] = None, state: Optional[dict] = None,
-                 scorer: Optional[Callable] = None):
-        """`scorer(model) -> float` replaces the validation score (tests script it); None = the real one."""
+class TrialBase:
+    """What every procedure shares: config and device set-up, the record loop, the clock, the
+    checkpoint state (`self.s` plus the live model and optimizer inside a round) and the result."""
+
+    data = None  # set by subclasses: an object with train_idx, realized_noise_rate, label_hash
+    _model = _optimizer = None
+
+    def __init__(self, cfg: TrialConfig):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not cfg.deterministic
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.data = data if data is not None else prepare(cfg, self.device)
-        info = self.data.info
-        self.engine = Engine(self.device, info.mean, info.std, info.crop_padding, info.flip, info.num_classes,
-                             cfg.batch_size, cfg.eval_batch_size, cfg.precision, derive_seed(cfg.seed, 3))
-        self.scorer = scorer or self._val_score
-        self._model = self._optimizer = None
-        self.s = {
-            "version": STATE_VERSION, "config_hash": cfg.config_hash(),
-            "outer": 1, "inner": 0, "epoch": 0, "step": 0, "done": False, "elapsed": 0.0,
-            "stage_best": 0.0, "slack": 0.0, "last_round": 0.0, "round_best": 0.0,
-            "best_val": 0.0, "best_test": 0.0, "best_stage": None,
-            "train_idx": self.data.train_idx, "first_idx": None, "keep": None,
-            "model": None, "optimizer": None, "rounds": [],
-        }
-        if state is not None:
-            self.load_state_dict(state)
 
-    # --- the loop ---------------------------------------------------------------------------
+    def _initial_state(self, **fields) -> dict:
+        return {"version": STATE_VERSION, "config_hash": self.cfg.config_hash(), "outer": 1, "inner": 0,
+                "epoch": 0, "step": 0, "done": False, "elapsed": 0.0, "best_val": 0.0, "best_test": 0.0,
+                "best_stage": None, "train_idx": self.data.train_idx, "first_idx": None, "model": None,
+                "optimizer": None, "rounds": [], **fields}
+
     def records(self) -> Iterator[dict]:
         self._clock = (time.perf_counter(), self.s["elapsed"])
         while not self.s["done"]:
             yield from self._round()
         self._tick()
         yield self.result()
+
+    def _round(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def _epoch_records(self, round_over: bool, **values) -> Iterator[dict]:
+        """The record of the epoch just trained and, when it ends its round, the round's record."""
+        s = self.s
+        self._tick()
+        record = {"kind": "epoch", "outer": s["outer"], "inner": s["inner"], "epoch": s["epoch"], "step": s["step"],
+                  "n_train": len(s["train_idx"]), **values, "best_val_score": s["best_val"],
+                  "best_test_acc": s["best_test"], "seconds": s["elapsed"]}
+        if round_over:
+            round_record = self._end_round()
+            yield {**record, "resumable": False}
+            yield round_record
+            return
+        record["resumable"] = bool(self.cfg.checkpoint_every) and s["epoch"] % self.cfg.checkpoint_every == 0
+        yield record
+
+    def _end_round(self) -> dict:
+        raise NotImplementedError
+
+    def _tick(self) -> None:
+        start, base = self._clock
+        self.s["elapsed"] = base + time.perf_counter() - start
+
+    def describe(self) -> str:
+        train, val, test = self._sizes()
+        return f"realised noise {self.data.realized_noise_rate:.4f}; train {train}, val {val}, test {test}"
+
+    def _sizes(self):
+        d = self.data
+        return len(d.train_idx), len(d.val_idx), len(d.test_labels)
+
+    def _diagnostics(self, idx: torch.Tensor) -> dict:
+        """Confident-set quality from CLEAN labels (never used for a decision), in %. Examples whose
+        clean label is unknown (-1, as for most of Clothing1M) are left out of both shares."""
+        d, first = self.data, self.s["first_idx"]
+        known = d.clean_labels >= 0
+        right = (d.noisy_labels == d.clean_labels) & known
+        n_right_train = int(right[d.train_idx].sum())
+        chosen_known, chosen_right = known[idx], right[idx]
+        n_chosen_right = int(chosen_right.sum())
+        out = {"n_confident": len(idx),
+               "precision": _pct(n_chosen_right, int(chosen_known.sum())),
+               "recall": _pct(n_chosen_right, n_right_train),
+               "n_hard": 0, "hard_precision": None}
+        if first is not None:
+            hard = ~torch.isin(idx, first)
+            out["n_hard"] = int(hard.sum())
+            out["hard_precision"] = _pct(int(chosen_right[hard].sum()), int(chosen_known[hard].sum()))
+        return out
+
+    def result(self) -> dict:
+        cfg, s, d = self.cfg, self.s, self.data
+        last = s["rounds"][-1] if s["rounds"] else {}
+        return {"kind": "result", "dataset": cfg.dataset, "noise_type": cfg.noise_type,
+                "noise_rate": cfg.noise_rate, "seed": cfg.seed, "method": cfg.method, "model": cfg.model,
+                "precision_mode": cfg.precision,
+                "test_acc": s["best_test"], "best_val_score": s["best_val"], "best_stage": s["best_stage"],
+                "realized_noise_rate": d.realized_noise_rate, "epochs": s["step"],
+                "seconds": round(s["elapsed"], 3), "n_rounds": len(s["rounds"]),
+                "final_n_confident": last.get("n_confident"), "final_precision": last.get("precision"),
+                "final_recall": last.get("recall"), "label_hash": d.label_hash,
+                "config_hash": cfg.config_hash(), "device": str(self.device), "rounds": list(s["rounds"])}
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _generator(self) -> torch.Generator:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly; tensors on the CPU; safe for weights_only loading."""
+        state = dict(self.s)
+        state["generator"] = self._generator().get_state()
+        if self._model is not None:  # inside a round
+            state["model"] = state_copy(self._model)
+            state["optimizer"] = self._optimizer.state_dict()
+        return _to_device(state, torch.device("cpu"))
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION or state.get("config_hash") != self.cfg.config_hash():
+            raise ConfigError("the checkpoint belongs to a different trial configuration (or version); "
+                              "start this trial afresh or restore the matching config")
+        state = dict(state)
+        self._generator().set_state(state.pop("generator"))
+        self.s = _to_device(state, self._state_device())
+
+    def _state_device(self) -> torch.device:
+        """Where the trial keeps its index tensors and saved models."""
+        return self.device
+
+
+class Trial(TrialBase):
+    """Me-Momentum (SPEC §3) or `ce` on a data set held in memory (everything but Clothing1M)."""
+
+    def __init__(self, cfg: TrialConfig, data: Optional[TrialData] = None, state: Optional[dict] = None,
+                 scorer: Optional[Callable] = None):
+        """`scorer(model) -> float` replaces the validation score (tests script it); None = the real one."""
+        super().__init__(cfg)
+        self.data = data if data is not None else prepare(cfg, self.device)
+        info = self.data.info
+        self.engine = Engine(self.device, info.mean, info.std, info.crop_padding, info.flip, info.num_classes,
+                             cfg.batch_size, cfg.eval_batch_size, cfg.precision, derive_seed(cfg.seed, 3))
+        self.scorer = scorer or self._val_score
+        self.s = self._initial_state(stage_best=0.0, slack=0.0, last_round=0.0, round_best=0.0, keep=None)
+        if state is not None:
+            self.load_state_dict(state)
+
+    def _generator(self) -> torch.Generator:
+        return self.engine.generator
 
     def _round(self) -> Iterator[dict]:
         cfg, s, d = self.cfg, self.s, self.data
@@ -129,19 +232,10 @@ class Trial:
             s["round_best"] = max(s["round_best"], score)
             improved, test_acc = self._select(score)
             over = s["epoch"] >= cfg.epochs_per_stage or (not scheduled and s["slack"] > SLACK_LIMIT)
-            self._tick()
-            record = {"kind": "epoch", "outer": s["outer"], "inner": s["inner"], "epoch": s["epoch"],
-                      "step": s["step"], "lr": lr, "n_train": len(s["train_idx"]), "train_loss": loss,
-                      "train_acc": acc, "val_score": score, "improved": improved, "test_acc": test_acc,
-                      "best_val_score": s["best_val"], "best_test_acc": s["best_test"],
-                      "seconds": s["elapsed"]}
+            yield from self._epoch_records(over, lr=lr, train_loss=loss, train_acc=acc, val_score=score,
+                                           improved=improved, test_acc=test_acc)
             if over:
-                round_record = self._end_round()
-                yield {**record, "resumable": False}
-                yield round_record
                 return
-            record["resumable"] = bool(cfg.checkpoint_every) and s["epoch"] % cfg.checkpoint_every == 0
-            yield record
 
     def _start_round(self) -> None:
         cfg, s, d = self.cfg, self.s, self.data
@@ -236,59 +330,6 @@ class Trial:
             model.compile()  # in place: state_dict keys stay those of the plain module
         return model
 
-    def _diagnostics(self, idx: torch.Tensor) -> dict:
-        """Confident-set quality from CLEAN labels (never used for a decision), in %."""
-        d, first = self.data, self.s["first_idx"]
-        right = d.noisy_labels == d.clean_labels
-        n_right_train = int(right[d.train_idx].sum())
-        chosen = right[idx]
-        n_chosen_right = int(chosen.sum())
-        out = {"n_confident": len(idx),
-               "precision": _pct(n_chosen_right, len(idx)),
-               "recall": _pct(n_chosen_right, n_right_train),
-               "n_hard": 0, "hard_precision": None}
-        if first is not None:
-            hard = ~torch.isin(idx, first)
-            out["n_hard"] = int(hard.sum())
-            out["hard_precision"] = _pct(int(chosen[hard].sum()), out["n_hard"])
-        return out
-
-    def _tick(self) -> None:
-        start, base = self._clock
-        self.s["elapsed"] = base + time.perf_counter() - start
-
-    def result(self) -> dict:
-        cfg, s, d = self.cfg, self.s, self.data
-        last = s["rounds"][-1] if s["rounds"] else {}
-        return {"kind": "result", "dataset": cfg.dataset, "noise_type": cfg.noise_type,
-                "noise_rate": cfg.noise_rate, "seed": cfg.seed, "method": cfg.method, "model": cfg.model,
-                "precision_mode": cfg.precision,
-                "test_acc": s["best_test"], "best_val_score": s["best_val"], "best_stage": s["best_stage"],
-                "realized_noise_rate": d.realized_noise_rate, "epochs": s["step"],
-                "seconds": round(s["elapsed"], 3), "n_rounds": len(s["rounds"]),
-                "final_n_confident": last.get("n_confident"), "final_precision": last.get("precision"),
-                "final_recall": last.get("recall"), "label_hash": d.label_hash,
-                "config_hash": cfg.config_hash(), "device": str(self.device), "rounds": list(s["rounds"])}
-
-    # --- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Everything needed to continue exactly; tensors on the CPU; safe for weights_only loading."""
-        state = dict(self.s)
-        state["generator"] = self.engine.generator.get_state()
-        if self._model is not None:  # inside a round
-            state["model"] = state_copy(self._model)
-            state["optimizer"] = self._optimizer.state_dict()
-        return _to_device(state, torch.device("cpu"))
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("version") != STATE_VERSION or state.get("config_hash") != self.cfg.config_hash():
-            raise ConfigError("the checkpoint belongs to a different trial configuration (or version); "
-                              "start this trial afresh or restore the matching config")
-        state = dict(state)
-        self.engine.generator.set_state(state.pop("generator"))
-        self.s = _to_device(state, self.device)
-
-
 def _to_device(obj, device: torch.device):
     if isinstance(obj, torch.Tensor):
         return obj.detach().to(device, copy=True)
@@ -303,9 +344,19 @@ def _pct(part: int, whole: int) -> Optional[float]:
     return round(100.0 * part / whole, 4) if whole else None
 
 
+def make_trial(cfg: TrialConfig, state: Optional[dict] = None) -> TrialBase:
+    """The right procedure for the data set: Clothing1M's class-wise variant, else SPEC §3."""
+    if data_mod.DATASETS[cfg.dataset].kind == "files":
+        from memomentum.clothing import ClothingTrial
+
+        return ClothingTrial(cfg, state=state)
+    return Trial(cfg, state=state)
+
+
 def run(cfg: TrialConfig, **kwargs) -> dict:
     """Run one trial to the end and return its result record."""
     result = None
-    for record in Trial(cfg, **kwargs).records():
+    trial = make_trial(cfg, **kwargs) if set(kwargs) <= {"state"} else Trial(cfg, **kwargs)
+    for record in trial.records():
         result = record
     return result

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from memomentum.config import METHODS, ConfigError, TrialConfig, _unknown
+from memomentum.config import METHODS, REAL_NOISE, ConfigError, TrialConfig, _unknown
 from memomentum.data import DATASETS
 from memomentum.noise import NOISE_TYPES
 
@@ -139,8 +139,18 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
     if not isinstance(store, str) or not store:
         fail(f"storage must be a path or URI, got {store!r}")
 
+    # Each data set takes the noise entries that fit it: `real` for data collected with noisy labels
+    # (Clothing1M), the synthetic types for the rest; so one grid can hold both kinds.
+    combos = []
+    for dataset in datasets:
+        real = DATASETS[dataset].kind == "files"
+        fitting = [n for n in noise if (n[0] == REAL_NOISE) == real]
+        if not fitting:
+            fail(f"dataset {dataset} has no fitting noise entry; add "
+                 f"{'{type: real}' if real else '{type: symmetric, rates: [...]}'} to 'noise'")
+        combos += [(dataset, n) for n in fitting]
     cells, seen = [], set()
-    for dataset, (noise_type, rate), seed, method in itertools.product(datasets, noise, seeds, methods):
+    for (dataset, (noise_type, rate)), seed, method in itertools.product(combos, seeds, methods):
         values = {**config, **dataset_config.get(dataset, {}), "dataset": dataset, "noise_type": noise_type,
                   "noise_rate": rate, "seed": seed, "method": method}
         if root:
@@ -192,8 +202,11 @@ def _noise(entries: Any, fail) -> List[Tuple[str, float]]:
         if not isinstance(entry, dict) or set(entry) - {"type", "rates"} or "type" not in entry:
             fail(f"noise entry {entry!r} must be {{type: symmetric|pairflip|instance, rates: [...]}}")
         kind = entry["type"]
+        if kind == REAL_NOISE:  # labels noisy as collected (Clothing1M): no rate to set
+            out.append((kind, 0.0))
+            continue
         if kind not in NOISE_TYPES:
-            fail(_unknown("noise type", kind, NOISE_TYPES))
+            fail(_unknown("noise type", kind, NOISE_TYPES + (REAL_NOISE,)))
         rates = entry.get("rates")
         if not isinstance(rates, list) or not rates:
             fail(f"noise type {kind}: 'rates' must be a non-empty list of numbers in [0, 1)")

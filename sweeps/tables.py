@@ -82,6 +82,8 @@ def _sort_key(item):
 
 
 def column_label(kind: str, rate: float) -> str:
+    if kind == "real":
+        return "real noise"
     return f"{NOISE_SHORT.get(kind, kind)} {rate * 100:g}%"
 
 

@@ -15,10 +15,17 @@ import pytest
 from memomentum.data import DATA_ENV
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Noisy-label caches go to a per-session temporary folder, never to ~/.cache."""
-    monkeypatch.setenv("MEMOMENTUM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Label and index caches go to a per-session temporary folder, never to ~/.cache; set for the
+    whole session so that Ray workers started by the tests inherit it."""
+    previous = os.environ.get("MEMOMENTUM_CACHE")
+    os.environ["MEMOMENTUM_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    yield
+    if previous is None:
+        os.environ.pop("MEMOMENTUM_CACHE", None)
+    else:
+        os.environ["MEMOMENTUM_CACHE"] = previous
 
 
 def real_data_root(name: str = "MNIST") -> str:
@@ -77,3 +84,46 @@ def write_idx(root, folder: str = "MNIST", n_train: int = 40, n_test: int = 10, 
                     fh.write(header + payload)
         arrays[prefix] = (images, labels)
     return arrays
+
+
+def write_clothing(root, train_per_class: int = 4, eval_per_class: int = 2, size: int = 40, noise_every: int = 3,
+                   seed: int = 0):
+    """A stand-in Clothing1M release in the official layout: JPEGs under images/<c>/<cc>/ and the five
+    annotation files. Every `noise_every`-th training image gets a wrong noisy label; half of the
+    training images have a clean label too (as in the release, where only some do)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = str(root)
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    splits = {"train": [], "val": [], "test": []}
+    noisy_kv, clean_kv = [], []
+    n = 0
+    for split, per_class in (("train", train_per_class), ("val", eval_per_class), ("test", eval_per_class)):
+        for c in range(14):
+            for _ in range(per_class):
+                key = f"images/{n % 10}/{n % 100:02d}/{split}{n}.jpg"
+                os.makedirs(os.path.join(root, os.path.dirname(key)), exist_ok=True)
+                base = np.array([(c * 18) % 256, (c * 57) % 256, (c * 101) % 256], dtype=np.float64)
+                pixels = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(os.path.join(root, key), quality=90)
+                splits[split].append(key)
+                if split == "train":
+                    noisy = (c + 1) % 14 if n % noise_every == 0 else c
+                    noisy_kv.append(f"{key} {noisy}")
+                    if n % 2 == 0:
+                        clean_kv.append(f"{key} {c}")
+                else:
+                    clean_kv.append(f"{key} {c}")
+                n += 1
+    files = {"noisy_train_key_list.txt": splits["train"], "noisy_label_kv.txt": noisy_kv,
+             "clean_label_kv.txt": clean_kv, "clean_val_key_list.txt": splits["val"],
+             "clean_test_key_list.txt": splits["test"]}
+    for name, lines in files.items():
+        with open(os.path.join(root, "annotations", name), "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+    return splits
+
+
+CLOTHING_TINY = {"pretrained": False, "image_size": 32, "batch_size": 8, "eval_batch_size": 32,
+                 "epochs_per_stage": 1, "max_outer": 2, "max_inner": 2, "num_workers": 0, "device": "cpu"}

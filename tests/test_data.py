@@ -69,7 +69,7 @@ def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="valid: cifar10, cifar100, digits, fashionmnist, mnist"):
+    with pytest.raises(ConfigError, match="valid: cifar10, cifar100, clothing1m, digits, fashionmnist, mnist"):
         load("svhn")
 
 

@@ -71,7 +71,8 @@ def test_unreadable_yaml_names_the_line(tmp_path):
         load_grid(str(tmp_path / "missing.yaml"))
 
 
-@pytest.mark.parametrize("path", ["grids/quick.yaml", "grids/paper.yaml", "grids/mnist.yaml", "grids/cifar.yaml"])
+@pytest.mark.parametrize("path", ["grids/quick.yaml", "grids/paper.yaml", "grids/mnist.yaml", "grids/cifar.yaml",
+                                  "grids/clothing1m.yaml"])
 def test_shipped_grids_are_valid(path):
     grid = load_grid(os.path.join(ROOT, path))
     assert grid.cells
@@ -123,3 +124,13 @@ def test_missing_data_is_caught_before_ray(tmp_path):
     proc = run_cli(str(grid), "--storage", str(tmp_path / "store"))
     assert proc.returncode == 2 and "file(s) missing under data root" in proc.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_real_noise_pairs_only_with_clothing1m():
+    grid = parse_grid({**GOOD, "datasets": ["digits", "clothing1m"], "seeds": [1], "methods": ["ce"],
+                       "noise": [{"type": "symmetric", "rates": [0.2, 0.4]}, {"type": "real"}]})
+    cells = sorted((c.config.dataset, c.config.noise_type, c.config.noise_rate) for c in grid.cells)
+    assert cells == [("clothing1m", "real", 0.0), ("digits", "symmetric", 0.2), ("digits", "symmetric", 0.4)]
+    assert grid.cells[-1].name == "clothing1m-real-0-s1-ce"
+    with pytest.raises(GridError, match="dataset clothing1m has no fitting noise entry"):
+        parse_grid({**GOOD, "datasets": ["clothing1m"]})

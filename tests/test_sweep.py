@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from sweeps import runner
 from sweeps.grid import parse_grid
+from tests.conftest import CLOTHING_TINY, write_clothing
 
 TINY = {"name": "tiny", "datasets": ["digits"],
         "noise": [{"type": "symmetric", "rates": [0.4]}, {"type": "pairflip", "rates": [0.3]}],
@@ -84,3 +85,19 @@ def test_collect_rebuilds_the_tables(finished_sweep):
     assert main(["--collect", str(storage / "tiny")]) == 0
     assert pq.read_table(storage / "tiny" / "results" / "trials.parquet").num_rows == 4
     assert (storage / "tiny" / "results" / "paper_table.md").exists()
+
+
+def test_clothing1m_runs_through_the_sweep_runner(ray_local, tmp_path):
+    write_clothing(tmp_path / "release")
+    raw = {"name": "cloth", "datasets": ["clothing1m"], "noise": [{"type": "real"}], "seeds": [1],
+           "methods": ["memomentum", "ce"], "config": CLOTHING_TINY, "data_root": str(tmp_path / "release")}
+    grid = parse_grid(raw, storage=str(tmp_path / "store"))
+    assert runner.run(grid, out=lambda line: None) == 0
+    results = tmp_path / "store" / "cloth" / "results"
+    trials = pq.read_table(results / "trials.parquet").to_pylist()
+    assert {(t["method"], t["status"], t["noise_type"]) for t in trials} == {("memomentum", "finished", "real"),
+                                                                             ("ce", "finished", "real")}
+    rounds = pq.read_table(results / "rounds.parquet").to_pylist()
+    assert {r["stage"] for r in rounds if r["method"] == "memomentum"} == {"C"}
+    md = (results / "paper_table.md").read_text()
+    assert "real noise" in md and "| clothing1m | memomentum |" in md and "n/a" in md
