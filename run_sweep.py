@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print cells, resources and a rough cost; start nothing")
     p.add_argument("--max-concurrent", type=int, help="run at most N trials at once")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="rebuild the result tables of <storage>/<name> and exit")
+    p.add_argument("--wait-for-nodes", type=float, default=900, metavar="SECONDS",
+                   help="with --address: how long to wait for the autoscaler to add a node that fits the "
+                        "largest trial before giving up (default 900)")
     return p
 
 
@@ -51,7 +54,7 @@ def main(argv=None) -> int:
         if args.dry_run:
             runner.dry_run(grid)
             return 0
-        return runner.run(grid, address=args.address, max_concurrent=args.max_concurrent)
+        return runner.run(grid, address=args.address, max_concurrent=args.max_concurrent, wait_s=args.wait_for_nodes)
     except (GridError, ConfigError, DataError, StorageError, SweepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

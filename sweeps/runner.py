@@ -119,7 +119,7 @@ def expected_epochs(cell: Cell):
 
 
 def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int] = None,
-        out: Callable[[str], None] = print) -> int:
+        out: Callable[[str], None] = print, wait_s: float = 900) -> int:
     """Run (or continue) the sweep; returns the exit code (0: every cell finished)."""
     store = preflight(grid, address)
     collector = Collector(store, grid.name)
@@ -129,9 +129,7 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
         f"{len(todo)} to run; storage {store.uri(grid.name)}")
     if todo:
         connect(address)
-        import ray
-
-        check_resources(todo, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")], remote=bool(address))
+        wait_for_resources(todo, wait_s if address else 0, out)
     store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
     if todo:
         _tune(grid, store, todo, collector, max_concurrent)
@@ -199,6 +197,8 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
         run_config=tune.RunConfig(name=run_id, storage_path=store.uri(grid.name, "tune"),
                                   failure_config=tune.FailureConfig(max_failures=2),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  # cloud storage: the trials' TensorBoard folders travel as artifacts
+                                  sync_config=tune.SyncConfig(sync_artifacts=store.local_root is None),
                                   callbacks=[JsonLoggerCallback(), collect_callback(collector)], verbose=1))
     tuner.fit()
 
@@ -211,6 +211,40 @@ def ray_init_kwargs() -> dict:
 
     env = {k: os.environ[k] for k in (DATA_ENV, CACHE_ENV) if k in os.environ}
     return {"runtime_env": {"py_modules": [memomentum, sweeps], "env_vars": env}}
+
+
+def wait_for_resources(cells: List[Cell], wait_s: float, out: Callable[[str], None]) -> None:
+    """Check that some node can hold the largest trial. On a cluster whose autoscaler starts GPU
+    workers on demand, ask it for one such node and wait up to `wait_s` seconds before giving up."""
+    import ray
+
+    def alive():
+        return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+    try:
+        check_resources(cells, alive(), remote=wait_s > 0)
+        return
+    except SweepError:
+        if wait_s <= 0:
+            raise
+    from ray.autoscaler.sdk import request_resources
+
+    bundle = {"CPU": max(c.cpu for c in cells), "GPU": max(c.gpu for c in cells)}
+    request_resources(bundles=[{k: v for k, v in bundle.items() if v > 0}])
+    out(f"waiting up to {wait_s:.0f} s for the autoscaler to add a node with {bundle['CPU']:g} CPU and "
+        f"{bundle['GPU']:g} GPU...")
+    deadline = time.time() + wait_s
+    try:
+        while True:
+            try:
+                check_resources(cells, alive(), remote=True)
+                return
+            except SweepError:
+                if time.time() > deadline:
+                    raise
+            time.sleep(10)
+    finally:
+        request_resources(bundles=[])  # from now on the pending trials themselves ask for nodes
 
 
 def check_resources(cells: List[Cell], nodes: List[dict], remote: bool) -> None:
