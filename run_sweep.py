@@ -5,6 +5,7 @@
     python run_sweep.py grids/paper.yaml --dry-run        # list cells, resources, rough cost
     python run_sweep.py grids/paper.yaml --address auto   # on a running Ray cluster
     python run_sweep.py --collect runs/quick              # rebuild tables from a sweep folder
+    python run_sweep.py --report runs/quick               # ... and the figures and report.md
 
 Running the same command again continues an interrupted sweep (finished cells are never re-run) and
 runs only the cells that were added to the grid. Exit codes: 0 all cells finished, 1 some did not,
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print cells, resources and a rough cost; start nothing")
     p.add_argument("--max-concurrent", type=int, help="run at most N trials at once")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="rebuild the result tables of <storage>/<name> and exit")
+    p.add_argument("--report", metavar="SWEEP_DIR", help="rebuild the tables, figures and report.md of "
+                                                         "<storage>/<name> and exit")
     p.add_argument("--wait-for-nodes", type=float, default=900, metavar="SECONDS",
                    help="with --address: how long to wait for the autoscaler to add a node that fits the "
                         "largest trial before giving up (default 900)")
@@ -42,10 +45,10 @@ def main(argv=None) -> int:
     from sweeps.storage import StorageError
 
     try:
-        if args.collect:
-            return collect(args.collect)
+        if args.collect or args.report:
+            return collect(args.collect or args.report, figures=bool(args.report))
         if not args.grid:
-            raise GridError("give a grid file (e.g. grids/quick.yaml), or --collect SWEEP_DIR")
+            raise GridError("give a grid file (e.g. grids/quick.yaml), or --collect / --report SWEEP_DIR")
         if args.max_concurrent is not None and args.max_concurrent < 1:
             raise GridError("--max-concurrent must be at least 1")
         grid = load_grid(args.grid, storage=args.storage, data_root=args.data_root)
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
         return 2
 
 
-def collect(sweep_dir: str) -> int:
+def collect(sweep_dir: str, figures: bool = False) -> int:
     from sweeps.results import Collector
     from sweeps.storage import Storage, StorageError
 
@@ -71,6 +74,10 @@ def collect(sweep_dir: str) -> int:
     tables = Collector(store, name).write()
     print(f"{tables['trials'].num_rows} trials, {tables['rounds'].num_rows} rounds, "
           f"{tables['epochs'].num_rows} epochs -> {store.uri(name, 'results')}")
+    if figures:
+        from sweeps.report import write_report
+
+        print("written: " + ", ".join(write_report(store, name, tables)))
     print((store.read(name, "results", "paper_table.md") or b"").decode())
     return 0
 

@@ -139,9 +139,25 @@ class TrialConfig:
         return out
 
     def config_hash(self) -> str:
-        """Stable short hash of every field that can change what a trial computes."""
-        keyed = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+        """Stable short hash of what the trial computes: the data set plus every setting that differs
+        from that data set's official defaults (execution-only fields left out). A field added later
+        with a default therefore leaves the hashes, and the keys of finished sweep cells, unchanged."""
+        base = official_defaults(self.dataset)
+        keyed = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and v != base[k]}
+        keyed["dataset"] = self.dataset
         return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def official_defaults(dataset: str) -> dict:
+    """Every field's default for a data set (the dataclass defaults plus DATASET_DEFAULTS)."""
+    out = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+    out.update(DATASET_DEFAULTS.get(dataset, {}), dataset=dataset)
+    out["lr_milestones"] = list(out["lr_milestones"])
+    if not out["model"]:
+        from memomentum.data import DATASETS
+
+        out["model"] = DATASETS[dataset].model if dataset in DATASETS else ""
+    return out
 
 
 def field_types() -> dict:
@@ -212,4 +228,4 @@ def _unknown(what: str, value: Any, valid) -> str:
 
 
 __all__ = ["TrialConfig", "ConfigError", "METHODS", "EXECUTION_ONLY", "REAL_NOISE", "DATASET_DEFAULTS", "PRECISIONS", "parse_value", "parse_assignments",
-           "field_types"]
+           "field_types", "official_defaults"]

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memomentum.config import official_defaults
 from sweeps import tables
 from sweeps.storage import Storage
 from sweeps.trainable import TRIAL_FILE
@@ -102,8 +103,13 @@ class Collector:
         return {d["key"] for d in self.trial_docs() if d["status"] == "finished"}
 
 
+def _config(doc: dict) -> dict:
+    """The trial's config, with fields added since the file was written at their defaults."""
+    return {**official_defaults(doc["config"]["dataset"]), **doc["config"]}
+
+
 def _cell_columns(doc: dict) -> dict:
-    c = doc["config"]
+    c = _config(doc)
     return {"key": doc["key"], "name": doc["name"], "dataset": c["dataset"], "noise_type": c["noise_type"],
             "noise_rate": c["noise_rate"], "seed": c["seed"], "method": c["method"]}
 
@@ -114,9 +120,10 @@ def _trial_row(doc: dict, cell: dict) -> dict:
     rounds = [r for r in records if r["kind"] == "round"]
     last_round = rounds[-1] if rounds else {}
     last_epoch = next((r for r in reversed(records) if r["kind"] == "epoch"), {})
-    return {**cell, "status": doc["status"], "model": doc["config"]["model"],
-            "precision_mode": doc["config"]["precision"], "select_stage_a": doc["config"]["select_stage_a"],
-            "compile": doc["config"]["compile"],
+    config = _config(doc)
+    return {**cell, "status": doc["status"], "model": config["model"],
+            "precision_mode": config["precision"], "select_stage_a": config["select_stage_a"],
+            "compile": config["compile"],
             "best_stage": result.get("best_stage"),
             "test_acc": result.get("test_acc", last_epoch.get("best_test_acc")),
             "best_val_score": result.get("best_val_score", last_epoch.get("best_val_score")),
@@ -127,7 +134,7 @@ def _trial_row(doc: dict, cell: dict) -> dict:
             "seconds": result.get("seconds", last_epoch.get("seconds")), "node_id": doc.get("node_id"),
             "device": doc.get("device"), "config_hash": result.get("config_hash", doc["key"].rsplit("-", 1)[-1]),
             "label_hash": doc.get("label_hash"), "resumed": bool(doc.get("resumed_from")),
-            "error": doc.get("error"), "config_json": json.dumps(doc["config"], sort_keys=True)}
+            "error": doc.get("error"), "config_json": json.dumps(config, sort_keys=True)}
 
 
 def _table(rows: List[dict], schema: pa.Schema) -> pa.Table:

@@ -120,7 +120,9 @@ def expected_epochs(cell: Cell):
 
 def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int] = None,
         out: Callable[[str], None] = print, wait_s: float = 900) -> int:
-    """Run (or continue) the sweep; returns the exit code (0: every cell finished)."""
+    """Run (or continue) the sweep; returns the exit code (0: every cell finished). Without `address`,
+    RAY_ADDRESS (set for drivers that `ray job submit` starts) names the cluster, else Ray starts here."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
     store = preflight(grid, address)
     collector = Collector(store, grid.name)
     finished = collector.finished_keys()
@@ -134,11 +136,19 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     if todo:
         _tune(grid, store, todo, collector, max_concurrent)
     tables = collector.write()
+    try:
+        from sweeps.report import write_report
+
+        write_report(store, grid.name, tables)
+    except Exception as exc:  # a plotting problem must not hide the sweep's outcome
+        out(f"warning: could not draw the figures ({type(exc).__name__}: {exc}); "
+            f"run_sweep.py --report {store.uri(grid.name)} retries")
     statuses = tables["trials"].column("status").to_pylist()
     keys = set(tables["trials"].column("key").to_pylist())
     missing = [c.name for c in grid.cells if c.key not in keys]
     unfinished = [c.name for c in grid.cells if c.key not in finished | _finished(tables)]
-    out(f"tables: {store.uri(grid.name, 'results')} ({statuses.count('finished')} finished trials)")
+    out(f"tables, figures and report.md: {store.uri(grid.name, 'results')} ({statuses.count('finished')} "
+        f"finished trials)")
     out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, 'tensorboard')}")
     if unfinished:
         out(f"{len(unfinished)} cell(s) did not finish ({', '.join((missing or unfinished)[:3])}...); "
@@ -154,14 +164,15 @@ def _finished(tables) -> set:
 
 
 def connect(address: Optional[str]) -> None:
-    """Start Ray on this machine, or join the cluster at `address` (unless already connected)."""
+    """Join the cluster at `address`, or start a private Ray instance on this machine (never a stale
+    or foreign one that `ray start` left registered); nothing if already connected."""
     import ray
 
     if not ray.is_initialized():
         if address:
             ray.init(address=address, **ray_init_kwargs())
         else:
-            ray.init(include_dashboard=False, **ray_init_kwargs())
+            ray.init(address="local", include_dashboard=False, **ray_init_kwargs())
 
 
 def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, max_concurrent):

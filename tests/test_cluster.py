@@ -72,6 +72,19 @@ def stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def forget_cluster(port: int) -> None:
+    """A head killed by signal leaves its address in Ray's marker file, where a later bare
+    `ray.init()` would try to join it; remove the marker if (and only if) it names our head."""
+    marker = "/tmp/ray/ray_current_cluster"
+    try:
+        with open(marker) as fh:
+            ours = fh.read().strip().endswith(f":{port}")
+        if ours:
+            os.remove(marker)
+    except OSError:
+        pass
+
+
 def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
     home = tmp_path / "home"  # the auth token `ray start --head` writes lives here, not in ~/.ray
     home.mkdir()
@@ -108,6 +121,7 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
             stop(node)
         for log in logs:
             log.close()
+        forget_cluster(port)
     results = storage / "two" / "results"
     trials = pq.read_table(results / "trials.parquet").to_pylist()
     assert len(trials) == 4 and {t["status"] for t in trials} == {"finished"}

@@ -58,3 +58,12 @@ def test_parse_assignments_types_values():
     for bad in (["epochs_per_stage=five"], ["nonsense=1"], ["lr"], ["val_augment=maybe"]):
         with pytest.raises(ConfigError):
             parse_assignments(bad)
+
+
+def test_config_hash_only_sees_settings_that_differ_from_the_official_ones():
+    official = TrialConfig.from_dict({"dataset": "mnist"})
+    assert official.config_hash() == TrialConfig.from_dict({"dataset": "mnist", "lr": 0.01}).config_hash()
+    assert official.config_hash() != TrialConfig.from_dict({"dataset": "fashionmnist"}).config_hash()
+    assert official.config_hash() != official.replace(lr=0.02).config_hash()
+    clothing = TrialConfig.from_dict({"dataset": "clothing1m"})
+    assert clothing.config_hash() != clothing.replace(lr=0.01).config_hash()  # 0.01 is not clothing's default

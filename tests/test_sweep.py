@@ -20,7 +20,7 @@ TINY = {"name": "tiny", "datasets": ["digits"],
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs())
+    ray.init(address="local", num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs())
     yield
     ray.shutdown()
 
@@ -74,6 +74,34 @@ def test_running_the_same_grid_again_reruns_nothing(finished_sweep):
     assert "4 already finished, 0 to run" in lines[0]
     assert stamps == {c.key: os.path.getmtime(storage / "tiny" / "trials" / c.key / "trial.json")
                       for c in grid.cells}
+
+
+def test_figures_and_report_are_written(finished_sweep):
+    import matplotlib.image
+
+    _, storage, _, _ = finished_sweep
+    results = storage / "tiny" / "results"
+    pngs = ["accuracy.png", "rounds_digits.png", "extraction.png"]
+    for name in pngs:
+        data = (results / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        image = matplotlib.image.imread(str(results / name))
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # not blank
+    report = (results / "report.md").read_text()
+    for name in pngs:
+        assert f"]({name})" in report
+    assert "| digits | memomentum |" in report and "## Trials" in report
+
+
+def test_report_flag_redraws_everything(finished_sweep):
+    from run_sweep import main
+
+    _, storage, _, _ = finished_sweep
+    for name in ("accuracy.png", "report.md"):
+        os.remove(storage / "tiny" / "results" / name)
+    assert main(["--report", str(storage / "tiny")]) == 0
+    assert (storage / "tiny" / "results" / "accuracy.png").stat().st_size > 0
+    assert (storage / "tiny" / "results" / "report.md").exists()
 
 
 def test_collect_rebuilds_the_tables(finished_sweep):

@@ -1,0 +1,219 @@
+"""Figures and a report next to the tables, under <sweep>/results/:
+
+    accuracy.png             test accuracy against noise rate: a panel per data set and noise type, a line
+                             per method (mean over seeds, error bars = std), published numbers as markers
+    rounds_<dataset>.png     per round of Me-Momentum: confident-set size, precision, recall and hard
+                             examples, mean over seeds, a line per noise setting
+    extraction.png           one cell: per round, the extracted examples that the first classifier had
+                             missed (the hard ones), split into correctly and wrongly labelled
+    report.md                links the figures, embeds the paper table, and lists every trial
+
+Built from the Parquet tables of sweeps/results.py, so it works on finished and partial sweeps alike.
+"""
+import io
+from collections import defaultdict
+from typing import Dict, List
+
+import pyarrow as pa
+
+from sweeps import tables as paper
+from sweeps.storage import Storage
+
+METHOD_STYLE = {"memomentum": ("tab:blue", "o"), "ce": ("tab:orange", "s")}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _finished(trials: pa.Table) -> List[dict]:
+    return [t for t in trials.to_pylist() if t["status"] == "finished" and t["test_acc"] is not None]
+
+
+def accuracy_figure(trials: pa.Table):
+    """Test accuracy against noise rate; None when no trial has finished."""
+    rows = _finished(trials)
+    panels = sorted({(t["dataset"], t["noise_type"]) for t in rows},
+                    key=lambda p: (p[0], paper.NOISE_ORDER.get(p[1], 9)))
+    if not panels:
+        return None
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
+    for ax, (dataset, kind) in zip(axes.flat, panels):
+        mine = [t for t in rows if t["dataset"] == dataset and t["noise_type"] == kind]
+        for method in sorted({t["method"] for t in mine}, key=lambda m: m != "memomentum"):
+            by_rate = defaultdict(list)
+            for t in mine:
+                if t["method"] == method:
+                    by_rate[t["noise_rate"]].append(t["test_acc"])
+            rates = sorted(by_rate)
+            means = [sum(by_rate[r]) / len(by_rate[r]) for r in rates]
+            stds = [_std(by_rate[r]) for r in rates]
+            color, marker = METHOD_STYLE.get(method, ("tab:gray", "^"))
+            ax.errorbar([r * 100 for r in rates], means, yerr=stds, color=color, marker=marker, capsize=3,
+                        label=f"{method} (ours)")
+            refs = [(r, paper.reference(method, dataset, kind, r)) for r in rates]
+            refs = [(r, v) for r, v in refs if v]
+            if refs:
+                ax.errorbar([r * 100 for r, _ in refs], [v[0] for _, v in refs], yerr=[v[1] or 0 for _, v in refs],
+                            color=color, marker="*", markersize=11, linestyle="none", label=f"{method} (published)")
+        ax.set_title(f"{dataset}, {kind} noise" if kind != "real" else f"{dataset}, real noise")
+        ax.set_xlabel("noise rate (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("Test accuracy at the best noisy-validation score (mean ± std over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def _std(values: List[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _rounds_by_trial(rounds: pa.Table, method: str = "memomentum") -> Dict[str, List[dict]]:
+    out = defaultdict(list)
+    for r in rounds.to_pylist():
+        if r["method"] == method:
+            out[r["key"]].append(r)
+    return {k: sorted(v, key=lambda r: r["step"]) for k, v in out.items()}
+
+
+def _cell(r: dict) -> tuple:
+    return r["dataset"], r["noise_type"], r["noise_rate"]
+
+
+def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
+    """One figure per data set: confident-set size, precision, recall, hard examples per round."""
+    by_trial = _rounds_by_trial(rounds)
+    cells = defaultdict(list)  # (dataset, type, rate) -> list of per-trial round lists
+    for trial_rounds in by_trial.values():
+        cells[_cell(trial_rounds[0])].append(trial_rounds)
+    figures = {}
+    plt = _pyplot()
+    metrics = [("n_confident", "confident-set size"), ("precision", "precision (% correctly labelled)"),
+               ("recall", "recall (% of correct labels kept)"), ("n_hard", "hard examples (missed by round 1)")]
+    for dataset in sorted({c[0] for c in cells}):
+        fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+        for cell in sorted((c for c in cells if c[0] == dataset), key=lambda c: (paper.NOISE_ORDER.get(c[1], 9), c[2])):
+            trials = cells[cell]
+            length = max(len(t) for t in trials)
+            label = paper.column_label(cell[1], cell[2]) + f" ({len(trials)} seeds)"
+            for ax, (name, title) in zip(axes, metrics):
+                xs, ys = [], []
+                for i in range(length):
+                    values = [t[i][name] for t in trials if i < len(t) and t[i][name] is not None]
+                    if values:
+                        xs.append(i + 1)
+                        ys.append(sum(values) / len(values))
+                ax.plot(xs, ys, marker="o", markersize=3, label=label)
+                ax.set_title(title, fontsize=10)
+                ax.set_xlabel("round (outer and inner loops, in order)")
+                ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{dataset}: the confident set round by round (Me-Momentum, mean over seeds)")
+        fig.tight_layout()
+        figures[dataset] = fig
+    return figures
+
+
+def extraction_figure(rounds: pa.Table):
+    """For the cell whose last round holds the most hard examples (first seed): per round, the hard
+    examples split into correctly and wrongly labelled. Returns (figure, cell name) or (None, None)."""
+    by_trial = _rounds_by_trial(rounds)
+    if not by_trial:
+        return None, None
+    cell_best = defaultdict(list)
+    for trial_rounds in by_trial.values():
+        cell_best[_cell(trial_rounds[0])].append(trial_rounds)
+    cell = max(cell_best, key=lambda c: (sum(t[-1]["n_hard"] or 0 for t in cell_best[c]) / len(cell_best[c]), c[2]))
+    trial = min(cell_best[cell], key=lambda t: t[0]["seed"])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(trial) + 3), 3.8))
+    xs = list(range(1, len(trial) + 1))
+    hard = [r["n_hard"] or 0 for r in trial]
+    right = [round(h * (r["hard_precision"] or 0) / 100) for h, r in zip(hard, trial)]
+    wrong = [h - c for h, c in zip(hard, right)]
+    ax.bar(xs, right, color="tab:green", label="correctly labelled")
+    ax.bar(xs, wrong, bottom=right, color="tab:red", label="wrongly labelled")
+    ax.set_xticks(xs, [f"{r['outer']}.{r['inner']}" for r in trial], rotation=45, fontsize=8)
+    ax.set_xlabel("round (outer.inner)")
+    ax.set_ylabel("examples")
+    name = f"{cell[0]} {paper.column_label(cell[1], cell[2])}, seed {trial[0]['seed']}"
+    ax.set_title(f"{name}: extracted examples the first classifier had missed")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig, name
+
+
+def write_report(store: Storage, sweep: str, tables: Dict[str, pa.Table]) -> List[str]:
+    """Write the figures and report.md under <sweep>/results/; returns the file names written."""
+    files: Dict[str, bytes] = {}
+    figures = []  # (file, caption)
+    fig = accuracy_figure(tables["trials"])
+    if fig is not None:
+        files["accuracy.png"] = _png(fig)
+        figures.append(("accuracy.png", "Test accuracy against noise rate, one panel per data set and noise type; "
+                                        "error bars are the std over seeds, stars the published numbers."))
+    for dataset, fig in rounds_figures(tables["rounds"]).items():
+        files[f"rounds_{dataset}.png"] = _png(fig)
+        figures.append((f"rounds_{dataset}.png", f"{dataset}: confident-set size, precision, recall and hard "
+                                                 f"examples per round of Me-Momentum, mean over seeds."))
+    fig, name = extraction_figure(tables["rounds"])
+    if fig is not None:
+        files["extraction.png"] = _png(fig)
+        figures.append(("extraction.png", f"{name}: per round, the extracted examples that the first "
+                                          f"classifier (end of outer loop 1, stage A) had not extracted."))
+    files["report.md"] = render_report(sweep, tables, figures).encode()
+    for name, data in files.items():
+        store.write_atomic(data, sweep, "results", name)
+    return list(files)
+
+
+def render_report(sweep: str, tables: Dict[str, pa.Table], figures) -> str:
+    trials = tables["trials"].to_pylist()
+    statuses = defaultdict(int)
+    for t in trials:
+        statuses[t["status"]] += 1
+    hours = sum(t["seconds"] or 0 for t in trials) / 3600
+    table_md = paper.render_markdown(tables["paper_table"], tables["trials"], title="Paper table")
+    lines = [f"# Sweep `{sweep}`", "",
+             f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items())) or 'none'}); "
+             f"{hours:.2f} trial-hours in all. Tables: `trials.parquet`, `rounds.parquet`, `epochs.parquet`, "
+             f"`paper_table.parquet`.", ""]
+    lines += ["#" + line if line.startswith("# ") else line for line in table_md.splitlines()]
+    lines += [""]
+    for name, caption in figures:
+        lines += [f"## {name.rsplit('.', 1)[0].replace('_', ' ')}", "", f"![{caption}]({name})", "", caption, ""]
+    lines += ["## Trials", "", "| trial | status | test acc | best val | realised noise | rounds | epochs | "
+                               "final confident set | precision | node |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in sorted(trials, key=lambda t: t["name"]):
+        lines.append(f"| {t['name']} | {t['status']} | {_num(t['test_acc'])} | {_num(t['best_val_score'])} | "
+                     f"{_num(t['realized_noise_rate'], 4)} | {t['n_rounds']} | {t['epochs']} | "
+                     f"{t['final_n_confident'] if t['final_n_confident'] is not None else '–'} | "
+                     f"{_num(t['final_precision'])} | {(t['node_id'] or '')[:8]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
