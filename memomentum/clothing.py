@@ -33,7 +33,7 @@ from memomentum.config import ConfigError, TrialConfig
 from memomentum.data import CLOTHING_ANNOTATIONS, DataError
 from memomentum.engine import Engine, lr_at, sgd
 from memomentum.models import create_model
-from memomentum.noise import _atomic_savez, default_cache_dir
+from memomentum.noise import atomic_savez, default_cache_dir
 from memomentum.procedure import TrialBase, derive_seed
 
 NUM_CLASSES = 14
@@ -114,7 +114,7 @@ def read_index(root: str) -> ClothingIndex:
             if not os.path.isfile(os.path.join(root, key.decode())):
                 raise DataError(f"image {key.decode()} named in the {split} list is missing under {root}; "
                                 f"place the image folders beside annotations/")
-    _atomic_savez(cache, **{f: getattr(index, f) for f in fields})
+    atomic_savez(cache, **{f: getattr(index, f) for f in fields})
     return index
 
 

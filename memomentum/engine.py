@@ -170,7 +170,3 @@ def lr_at(epoch: int, lr: float, milestones, gamma: float) -> float:
 
 def state_copy(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def optional_float(x: Optional[float]) -> Optional[float]:
-    return None if x is None else float(x)

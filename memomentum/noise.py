@@ -138,7 +138,7 @@ def noisy_split(dataset: str, noise_type: str, rate: float, seed: int, train_fra
     except (OSError, KeyError, ValueError):
         noisy = make_noisy_labels(noise_type, rate, clean, images.numpy(), num_classes, seed)
         train_idx, val_idx = split(len(clean), train_fraction, seed)
-        _atomic_savez(path, noisy=noisy, train_idx=train_idx, val_idx=val_idx)
+        atomic_savez(path, noisy=noisy, train_idx=train_idx, val_idx=val_idx)
     digest = hashlib.blake2b(noisy.astype(np.int64).tobytes() + train_idx.astype(np.int64).tobytes(), digest_size=8)
     return NoisySplit(torch.from_numpy(noisy.astype(np.int64)), torch.from_numpy(train_idx.astype(np.int64)),
                       torch.from_numpy(val_idx.astype(np.int64)), float((noisy != clean).mean()), digest.hexdigest())
@@ -148,7 +148,7 @@ def default_cache_dir() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "memomentum")
 
 
-def _atomic_savez(path: str, **arrays) -> None:
+def atomic_savez(path: str, **arrays) -> None:
     """Write-then-rename, so that concurrent trials of one cell never read a half-written file."""
     tmp = None
     try:

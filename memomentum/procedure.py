@@ -353,10 +353,9 @@ def make_trial(cfg: TrialConfig, state: Optional[dict] = None) -> TrialBase:
     return Trial(cfg, state=state)
 
 
-def run(cfg: TrialConfig, **kwargs) -> dict:
-    """Run one trial to the end and return its result record."""
+def run(cfg: TrialConfig, state: Optional[dict] = None) -> dict:
+    """Run one trial to the end (or from a checkpoint state) and return its result record."""
     result = None
-    trial = make_trial(cfg, **kwargs) if set(kwargs) <= {"state"} else Trial(cfg, **kwargs)
-    for record in trial.records():
+    for record in make_trial(cfg, state).records():
         result = record
     return result
