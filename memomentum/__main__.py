@@ -4,10 +4,15 @@ rounds, ...).
 
     python -m memomentum --dataset digits --noise-type symmetric --noise-rate 0.4 --seed 1
     python -m memomentum --dataset mnist --data-root ../shared/data --set epochs_per_stage=5
+    python -m memomentum --dataset mnist --seed 2 --sweep-dir runs/gpu   # then: run_sweep.py --report runs/gpu
 """
 import argparse
 import json
+import os
+import socket
 import sys
+import tempfile
+import time
 
 from memomentum.config import ConfigError, TrialConfig, parse_assignments
 from memomentum.data import DataError
@@ -26,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config field, e.g. --set epochs_per_stage=5 (repeatable)")
     p.add_argument("--log-every", type=int, default=10, help="print an epoch line every N epochs (0: rounds only)")
+    p.add_argument("--sweep-dir", metavar="DIR", help="also write DIR/trials/<key>/trial.json, as a sweep's trials do, "
+                                                      "so that `run_sweep.py --report DIR` tabulates runs made "
+                                                      "without Ray")
     return p
 
 
@@ -51,11 +59,23 @@ def format_record(r: dict) -> str:
             f"best val {r['best_val_score']:.2f}  test {r['test_acc']:.2f}")
 
 
+def write_trial_document(sweep_dir: str, doc: dict) -> str:
+    """Atomically write <sweep_dir>/trials/<key>/trial.json (a local folder)."""
+    folder = os.path.join(sweep_dir, "trials", doc["key"])
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(doc, fh)
+    path = os.path.join(folder, "trial.json")
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        from memomentum.procedure import make_trial  # imports torch; after the cheap checks
+        from memomentum.procedure import make_trial, trial_document  # imports torch; after the cheap checks
 
         trial = make_trial(cfg)
     except (ConfigError, DataError) as exc:
@@ -64,13 +84,20 @@ def main(argv=None) -> int:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     log(f"trial {cfg.dataset} {cfg.noise_type} {cfg.noise_rate} seed {cfg.seed} {cfg.method} ({cfg.model}) "
         f"on {trial.device}; {trial.describe()}")
-    result = None
+    result, records, started = None, [], time.time()
     for record in trial.records():
         if record["kind"] == "result":
             result = record
-        elif record["kind"] == "round" or record.get("test_acc") is not None or (
+            continue
+        records.append({k: v for k, v in record.items() if k != "resumable"})
+        if record["kind"] == "round" or record.get("test_acc") is not None or (
                 args.log_every and record["epoch"] % args.log_every == 0):
             log(format_record(record))
+    if args.sweep_dir:
+        path = write_trial_document(args.sweep_dir, trial_document(
+            trial, records, status="finished", result=result, node_id=socket.gethostname(), pid=os.getpid(),
+            resumed_from=None, started=started, finished=time.time()))
+        log(f"trial file: {path}")
     result = {k: v for k, v in result.items() if k != "kind"}
     print(json.dumps(result), flush=True)
     return 0

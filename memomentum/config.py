@@ -138,6 +138,14 @@ class TrialConfig:
         out["lr_milestones"] = list(self.lr_milestones)
         return out
 
+    def trial_name(self) -> str:
+        """Readable trial name: data set, noise, rate, seed, method."""
+        return f"{self.dataset}-{self.noise_type}-{self.noise_rate:g}-s{self.seed}-{self.method}"
+
+    def trial_key(self) -> str:
+        """Stable identity of the trial across runs: its name plus the hash of what it computes."""
+        return f"{self.trial_name()}-{self.config_hash()[:8]}"
+
     def config_hash(self) -> str:
         """Stable short hash of what the trial computes: the data set plus every setting that differs
         from that data set's official defaults (execution-only fields left out). A field added later

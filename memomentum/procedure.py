@@ -344,6 +344,17 @@ def _pct(part: int, whole: int) -> Optional[float]:
     return round(100.0 * part / whole, 4) if whole else None
 
 
+def trial_document(trial: TrialBase, records: list, status: str = "running", result: Optional[dict] = None,
+                   **extra) -> dict:
+    """The per-trial file a sweep collects (trials/<key>/trial.json): identity, resolved config,
+    noisy-label hash, status, records so far and the result. Written by the Tune trainable and by
+    `python -m memomentum --sweep-dir`, so both feed the same tables."""
+    cfg = trial.cfg
+    return {"key": cfg.trial_key(), "name": cfg.trial_name(), "config": cfg.to_dict(), "status": status,
+            "device": str(trial.device), "label_hash": trial.data.label_hash,
+            "realized_noise_rate": trial.data.realized_noise_rate, "records": records, "result": result, **extra}
+
+
 def make_trial(cfg: TrialConfig, state: Optional[dict] = None) -> TrialBase:
     """The right procedure for the data set: Clothing1M's class-wise variant, else SPEC §3."""
     if data_mod.DATASETS[cfg.dataset].kind == "files":

@@ -48,14 +48,11 @@ class Cell:
 
     @property
     def name(self) -> str:
-        """Readable trial name: data set, noise, rate, seed, method."""
-        c = self.config
-        return f"{c.dataset}-{c.noise_type}-{c.noise_rate:g}-s{c.seed}-{c.method}"
+        return self.config.trial_name()
 
     @property
     def key(self) -> str:
-        """Stable identity of the cell across runs: name + hash of everything that changes results."""
-        return f"{self.name}-{self.config.config_hash()[:8]}"
+        return self.config.trial_key()
 
     def to_dict(self) -> dict:
         return {"key": self.key, "name": self.name, "cpu": self.cpu, "gpu": self.gpu,

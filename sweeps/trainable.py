@@ -30,7 +30,7 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     import ray
 
     from memomentum.config import TrialConfig
-    from memomentum.procedure import make_trial
+    from memomentum.procedure import make_trial, trial_document
 
     # one line per checkpoint from Ray would drown the per-round progress lines
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -42,11 +42,8 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     state, source = _find_state(tune.get_checkpoint(), cell.get("resume_from") or [], store)
     records = _previous_records(store, sweep, cell["key"], state)
     trial = make_trial(cfg, state=state)
-    doc = {"key": cell["key"], "name": cell["name"], "cell": cell, "config": cfg.to_dict(),
-           "status": "running", "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-           "device": str(trial.device), "label_hash": trial.data.label_hash,
-           "realized_noise_rate": trial.data.realized_noise_rate, "resumed_from": source,
-           "started": time.time(), "records": records, "result": None}
+    doc = trial_document(trial, records, cell=cell, node_id=ray.get_runtime_context().get_node_id(),
+                         pid=os.getpid(), resumed_from=source, started=time.time())
     writer = _tensorboard(store, sweep, cell["key"], trial.s["step"])
     print(f"[{cell['name']}] on {trial.device} (node {doc['node_id'][:8]}), "
           f"{'resuming at epoch ' + str(trial.s['step']) + ' from ' + source if source else 'fresh start'}",

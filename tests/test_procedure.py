@@ -249,3 +249,26 @@ def test_real_mnist_trial_smoke(mnist_root):
     assert result["epochs"] == 2 and len(result["rounds"]) == 2
     assert abs(result["realized_noise_rate"] - 0.4) < 0.01
     assert 0 < result["rounds"][1]["n_confident"] < 54000
+
+
+def test_cli_trial_files_feed_the_sweep_tables(tmp_path):
+    """Runs made without Ray (`--sweep-dir`) produce the same trial files, so --report tabulates them."""
+    import pyarrow.parquet as pq
+
+    from run_sweep import main as sweep_main
+
+    sweep = tmp_path / "gpu"
+    for seed in (1, 2):
+        proc = subprocess.run([sys.executable, "-m", "memomentum", "--dataset", "digits", "--noise-rate", "0.4",
+                               "--seed", str(seed), "--device", "cpu", "--set", "epochs_per_stage=2",
+                               "--set", "max_outer=1", "--set", "max_inner=2", "--sweep-dir", str(sweep)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "trial file: " in proc.stderr
+    assert sweep_main(["--report", str(sweep)]) == 0
+    trials = pq.read_table(sweep / "results" / "trials.parquet").to_pylist()
+    assert sorted(t["name"] for t in trials) == ["digits-symmetric-0.4-s1-memomentum", "digits-symmetric-0.4-s2-memomentum"]
+    assert {t["status"] for t in trials} == {"finished"} and all(t["epochs"] == 4 for t in trials)
+    assert pq.read_table(sweep / "results" / "epochs.parquet").num_rows == 8
+    assert "2) / n/a / n/a" in (sweep / "results" / "paper_table.md").read_text()
+    assert (sweep / "results" / "accuracy.png").stat().st_size > 0
