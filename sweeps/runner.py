@@ -143,24 +143,16 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     except Exception as exc:  # a plotting problem must not hide the sweep's outcome
         out(f"warning: could not draw the figures ({type(exc).__name__}: {exc}); "
             f"run_sweep.py --report {store.uri(grid.name)} retries")
-    statuses = tables["trials"].column("status").to_pylist()
-    keys = set(tables["trials"].column("key").to_pylist())
-    missing = [c.name for c in grid.cells if c.key not in keys]
-    unfinished = [c.name for c in grid.cells if c.key not in finished | _finished(tables)]
-    out(f"tables, figures and report.md: {store.uri(grid.name, 'results')} ({statuses.count('finished')} "
-        f"finished trials)")
+    done = {t["key"] for t in tables["trials"].to_pylist() if t["status"] == "finished"}
+    unfinished = [c.name for c in grid.cells if c.key not in done]
+    out(f"tables, figures and report.md: {store.uri(grid.name, 'results')} ({len(done)} finished trials)")
     out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, 'tensorboard')}")
     if unfinished:
-        out(f"{len(unfinished)} cell(s) did not finish ({', '.join((missing or unfinished)[:3])}...); "
+        out(f"{len(unfinished)} cell(s) did not finish ({', '.join(unfinished[:3])}...); "
             f"run the same command again to continue them")
         return 1
     out((store.read(grid.name, "results", "paper_table.md") or b"").decode())
     return 0
-
-
-def _finished(tables) -> set:
-    t = tables["trials"]
-    return {k for k, s in zip(t.column("key").to_pylist(), t.column("status").to_pylist()) if s == "finished"}
 
 
 def connect(address: Optional[str]) -> None:
