@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     from memomentum.config import ConfigError
     from memomentum.data import DataError
     from sweeps.grid import GridError, load_grid
+    from sweeps.lock import LockError
     from sweeps.runner import SweepError
     from sweeps.storage import StorageError
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
             runner.dry_run(grid)
             return 0
         return runner.run(grid, address=args.address, max_concurrent=args.max_concurrent, wait_s=args.wait_for_nodes)
-    except (GridError, ConfigError, DataError, StorageError, SweepError) as exc:
+    except (GridError, ConfigError, DataError, StorageError, SweepError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -71,7 +72,10 @@ def collect(sweep_dir: str, figures: bool = False) -> int:
     store = Storage(location or ".")
     if not store.exists(name, "trials"):
         raise StorageError(f"{sweep_dir} holds no trials/ folder; give the sweep folder <storage>/<grid name>")
-    tables = Collector(store, name).write()
+    collector = Collector(store, name)
+    tables = collector.write()
+    for line in collector.skipped:
+        print(f"warning: skipped {line}", file=sys.stderr)
     print(f"{tables['trials'].num_rows} trials, {tables['rounds'].num_rows} rounds, "
           f"{tables['epochs'].num_rows} epochs -> {store.uri(name, 'results')}")
     if figures:

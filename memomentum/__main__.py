@@ -7,15 +7,15 @@ rounds, ...).
     python -m memomentum --dataset mnist --seed 2 --sweep-dir runs/gpu   # then: run_sweep.py --report runs/gpu
 """
 import argparse
-import json
 import os
 import socket
 import sys
-import tempfile
 import time
 
-from memomentum.config import ConfigError, TrialConfig, parse_assignments
-from memomentum.data import DataError
+from memomentum.atomic import atomic_write
+from memomentum.config import TrialConfig, parse_assignments
+from memomentum.errors import ConfigError, DataError
+from memomentum.progress import ReportGuard, dumps, format_record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,29 +45,10 @@ def config_from_args(args) -> TrialConfig:
     return TrialConfig.from_dict(values)
 
 
-def format_record(r: dict) -> str:
-    """One human-readable progress line for an epoch or round record."""
-    where = f"outer {r['outer']} inner {r['inner']}"
-    if r["kind"] == "epoch":
-        test = f"  test {r['test_acc']:.2f}" if r.get("test_acc") is not None else ""
-        return (f"[{r['seconds']:7.1f}s] {where} epoch {r['epoch']:3d}  loss {r['train_loss']:.4f}  "
-                f"train {r['train_acc']:6.2f}  val {r['val_score']:6.2f}{'*' if r['improved'] else ' '}  "
-                f"n_train {r['n_train']}{test}")
-    hard = f"  hard {r['n_hard']}" + (f" ({r['hard_precision']:.1f}% clean)" if r["hard_precision"] is not None else "")
-    return (f"== round {where} ({r['stage']}, {r['epochs']} epochs): confident {r['n_confident']}  "
-            f"precision {r['precision']:.2f}%  recall {r['recall']:.2f}%{hard}  round val {r['val_score']:.2f}  "
-            f"best val {r['best_val_score']:.2f}  test {r['test_acc']:.2f}")
-
-
 def write_trial_document(sweep_dir: str, doc: dict) -> str:
     """Atomically write <sweep_dir>/trials/<key>/trial.json (a local folder)."""
-    folder = os.path.join(sweep_dir, "trials", doc["key"])
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh)
-    path = os.path.join(folder, "trial.json")
-    os.replace(tmp, path)
+    path = os.path.join(sweep_dir, "trials", doc["key"], "trial.json")
+    atomic_write(path, dumps(doc).encode())
     return path
 
 
@@ -82,8 +63,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"trial {cfg.dataset} {cfg.noise_type} {cfg.noise_rate} seed {cfg.seed} {cfg.method} ({cfg.model}) "
-        f"on {trial.device}; {trial.describe()}")
+    guard = ReportGuard(log)  # a progress line that cannot be written never costs the result
+    guard("the start line", lambda: log(f"trial {cfg.trial_name()} ({cfg.model}) on {trial.device}; "
+                                        f"{trial.describe()}"))
     result, records, started = None, [], time.time()
     for record in trial.records():
         if record["kind"] == "result":
@@ -91,16 +73,22 @@ def main(argv=None) -> int:
             continue
         records.append({k: v for k, v in record.items() if k != "resumable"})
         if record["kind"] == "round" or record.get("test_acc") is not None or (
-                args.log_every and record["epoch"] % args.log_every == 0):
-            log(format_record(record))
+                args.log_every and record.get("epoch", 0) % args.log_every == 0):
+            guard("a progress line", lambda: log(format_record(record)))
+    code = 0
     if args.sweep_dir:
-        path = write_trial_document(args.sweep_dir, trial_document(
-            trial, records, status="finished", result=result, node_id=socket.gethostname(), pid=os.getpid(),
-            resumed_from=None, started=started, finished=time.time()))
-        log(f"trial file: {path}")
+        doc = trial_document(trial, records, status="finished", result=result, node_id=socket.gethostname(),
+                             pid=os.getpid(), resumed_from=None, started=started, finished=time.time())
+        try:
+            path = write_trial_document(args.sweep_dir, doc)
+            guard("the trial-file line", lambda: log(f"trial file: {path}"))
+        except (OSError, ValueError) as exc:  # the result still goes to stdout below
+            log(f"error: could not write the trial file under {args.sweep_dir} ({exc.strerror or exc}); "
+                f"the result is the JSON line on stdout")
+            code = 1
     result = {k: v for k, v in result.items() if k != "kind"}
-    print(json.dumps(result), flush=True)
-    return 0
+    print(dumps(result), flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from memomentum.config import ConfigError, TrialConfig
 from memomentum.data import CLOTHING_ANNOTATIONS, DataError
 from memomentum.engine import Engine, lr_at, sgd
 from memomentum.models import create_model
-from memomentum.noise import atomic_savez, default_cache_dir
+from memomentum.atomic import atomic_savez, load_npz
+from memomentum.noise import default_cache_dir
 from memomentum.procedure import TrialBase, derive_seed
 
 NUM_CLASSES = 14
@@ -93,11 +94,10 @@ def read_index(root: str) -> ClothingIndex:
         stamp.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     cache = os.path.join(default_cache_dir(), "clothing1m", stamp.hexdigest() + ".npz")
     fields = ("train_keys", "train_noisy", "train_clean", "val_keys", "val_labels", "test_keys", "test_labels")
-    try:
-        with np.load(cache) as z:
-            return ClothingIndex(root, *(z[f] for f in fields))
-    except (OSError, KeyError, ValueError):
-        pass
+    cached = load_npz(cache, fields, lambda z: len(z["train_keys"]) == len(z["train_noisy"]) == len(z["train_clean"])
+                      and len(z["val_keys"]) == len(z["val_labels"]) and len(z["test_keys"]) == len(z["test_labels"]))
+    if cached is not None:  # a damaged cache file is rebuilt from the annotation files below
+        return ClothingIndex(root, *(cached[f] for f in fields))
     train_list, noisy_kv, clean_kv, val_list, test_list = paths
     noisy = _read_kv(noisy_kv)
     clean = _read_kv(clean_kv)
@@ -132,6 +132,20 @@ class JpegFolder(torch.utils.data.Dataset):
         path = os.path.join(self.root, self.keys[i].decode())
         with Image.open(path) as image:
             return self.transform(image.convert("RGB")), int(self.labels[i])
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(cpus: float) -> int:
+    """DataLoader worker processes for `cpus` CPUs: none for one CPU (decoding in the training
+    process is faster than one worker), else one per CPU, at most 8 (the official setting)."""
+    return 0 if cpus < 2 else min(8, int(cpus))
 
 
 def transforms_for(size: int, augment: bool, mean, std):
@@ -235,7 +249,8 @@ class ClothingTrial(TrialBase):
         info = data_mod.DATASETS[cfg.dataset]
         noisy, clean = torch.from_numpy(index.train_noisy), torch.from_numpy(index.train_clean)
         known = clean >= 0
-        rate = float((noisy[known] != clean[known]).double().mean()) if known.any() else float("nan")
+        # measurable only on the training images whose clean label the release gives; None (n/a) if none
+        rate = float((noisy[known] != clean[known]).double().mean()) if known.any() else None
         digest = hashlib.blake2b(index.train_noisy.tobytes() + index.train_keys.tobytes(), digest_size=8)
         self.data = ClothingData(index, noisy, clean, torch.arange(len(noisy)), torch.from_numpy(index.val_labels),
                                  torch.from_numpy(index.test_labels), rate, digest.hexdigest())
@@ -246,6 +261,7 @@ class ClothingTrial(TrialBase):
         self.train_tf = transforms_for(cfg.image_size, True, info.mean, info.std)
         self.eval_tf = transforms_for(cfg.image_size, False, info.mean, info.std)
         self.val_counts = np.bincount(index.val_labels, minlength=info.num_classes).astype(np.float64)
+        self.workers = cfg.num_workers if cfg.num_workers >= 0 else auto_workers(available_cpus())
         self.s = self._initial_state(inner=1, outer_epoch=0, round_best=0.0, best_scores=None, best_ref=None,
                                      stored={})
         if state is not None:
@@ -343,7 +359,7 @@ class ClothingTrial(TrialBase):
         g = torch.Generator().manual_seed(seed)
         return torch.utils.data.DataLoader(
             JpegFolder(self.data.index.root, keys, labels, transform), batch_size=batch_size, shuffle=shuffle,
-            num_workers=self.cfg.num_workers, generator=g, pin_memory=self.device.type == "cuda",
+            num_workers=self.workers, generator=g, pin_memory=self.device.type == "cuda",
             persistent_workers=False)
 
     def _epoch_seed(self) -> int:

@@ -5,11 +5,14 @@ wrongly typed values with one clear message, fills in the data set's official ne
 ranges, so a bad grid fails before anything runs.
 """
 import dataclasses
-import difflib
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from memomentum.errors import ConfigError, short, unknown
 
 METHODS = ("memomentum", "ce")
 # Fields that say where / how fast a trial runs but never what it computes: left out of the config hash
@@ -23,10 +26,9 @@ DATASET_DEFAULTS = {
                    "max_inner": 6, "lr_milestones": (10, 20), "pretrained": True},
 }
 PRECISIONS = ("fp32", "bf16")
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; the message says what is wrong and what to do."""
+SEED_MAX = 2 ** 32 - 1  # numpy's and torch's generators take any seed in 0 .. 2**32 - 1 the same way
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
+AUTO_WORKERS = -1  # num_workers: as many DataLoader processes as this process may use CPUs (at most 8)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class TrialConfig:
     dataset: str = "digits"  # data set name, one of memomentum.data.DATASETS
     noise_type: str = "symmetric"  # one of memomentum.noise.NOISE_TYPES
     noise_rate: float = 0.2  # target share of flipped training labels, in [0, 1)
-    seed: int = 1  # seeds the noise, the split, every model init, shuffling and augmentation
+    seed: int = 1  # 0 .. 2**32 - 1; seeds the noise, the split, every model init, shuffling and augmentation
     method: str = "memomentum"  # memomentum (SPEC §3) or ce (plain training on all noisy labels)
     model: str = ""  # network name from memomentum.models.MODELS; "" = the data set's official one
     data_root: str = ""  # folder with the data set files; "" = $MEMOMENTUM_DATA, else ./data
@@ -62,7 +64,8 @@ class TrialConfig:
     beta: float = 0.45  # per-class model score = beta * val recall + (1 - beta) * val precision
     pretrained: bool = False  # start from ImageNet weights (default true for clothing1m)
     pretrained_weights: str = ""  # local file of torchvision's ResNet-50 ImageNet state dict; "" = download
-    num_workers: int = 8  # DataLoader processes decoding JPEGs (no effect on results)
+    num_workers: int = AUTO_WORKERS  # DataLoader processes decoding JPEGs; -1 = auto: the CPUs this process
+    #                                  may use (a sweep trial's `cpu` resources), at most 8 (no effect on results)
     # --- execution (never changes what is computed, except precision) --------------------------
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; channels_last on CUDA); recorded in results
@@ -93,6 +96,8 @@ class TrialConfig:
         _one_of("precision", self.precision, PRECISIONS)
         if self.model:
             _one_of("model", self.model, MODELS)
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"seed={short(self.seed)} is outside 0 .. {SEED_MAX}; use a whole number in that range")
         if not 0.0 <= self.noise_rate < 1.0:
             raise ConfigError(f"noise_rate={self.noise_rate} is outside [0, 1); use e.g. 0.2 for 20% noise")
         if not 0.0 < self.train_fraction < 1.0:
@@ -102,13 +107,15 @@ class TrialConfig:
         for name in ("epochs_per_stage", "max_outer", "max_inner", "batch_size", "eval_batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every", "num_workers"):
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
+        if self.num_workers < AUTO_WORKERS:
+            raise ConfigError(f"num_workers={self.num_workers} must be -1 (auto) or at least 0")
         if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
             raise ConfigError(f"lr_milestones={list(self.lr_milestones)} must be positive whole epochs")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device={short(self.device)} is not one of auto, cpu, cuda, cuda:N (N = 0, 1, ...)")
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -120,7 +127,7 @@ class TrialConfig:
         checked = {}
         for key, value in values.items():
             if key not in kinds:
-                raise ConfigError(_unknown("config field", key, kinds))
+                raise ConfigError(unknown("config field", key, kinds))
             checked[key] = _check_type(key, value, kinds[key])
         defaults = DATASET_DEFAULTS.get(checked.get("dataset", cls.dataset), {})
         cfg = cls(**{**defaults, **checked})
@@ -176,7 +183,7 @@ def parse_value(key: str, text: str) -> Any:
     """Turn the text of `--set key=value` into the field's type (bool: true/false, tuple: 40,80)."""
     kinds = field_types()
     if key not in kinds:
-        raise ConfigError(_unknown("config field", key, kinds))
+        raise ConfigError(unknown("config field", key, kinds))
     kind = kinds[key]
     try:
         if kind is bool:
@@ -187,7 +194,7 @@ def parse_value(key: str, text: str) -> Any:
             return tuple(int(part) for part in text.replace(" ", "").strip("[]()").split(",") if part)
         return kind(text)
     except ValueError:
-        raise ConfigError(f"{key}={text!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(f"{key}={short(text)} is not a valid {kind.__name__}") from None
 
 
 def parse_assignments(items) -> dict:
@@ -196,7 +203,7 @@ def parse_assignments(items) -> dict:
     for item in items or ():
         key, sep, text = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item!r} must look like key=value, e.g. --set epochs_per_stage=5")
+            raise ConfigError(f"--set {short(item)} must look like key=value, e.g. --set epochs_per_stage=5")
         out[key.strip()] = parse_value(key.strip(), text.strip())
     return out
 
@@ -210,8 +217,10 @@ def _check_type(key: str, value: Any, kind: type) -> Any:
         tuple: isinstance(value, (list, tuple)),
     }[kind]
     if not ok:
-        raise ConfigError(f"config field {key!r} must be {_kind_name(kind)}, got {value!r}")
+        raise ConfigError(f"config field {short(key)} must be {_kind_name(kind)}, got {short(value)}")
     if kind is float:
+        if not math.isfinite(value):
+            raise ConfigError(f"config field {key!r} must be a finite number, got {short(value)}")
         return float(value)
     if kind is tuple:
         return tuple(value)
@@ -225,14 +234,7 @@ def _kind_name(kind: type) -> str:
 
 def _one_of(what: str, value: str, valid) -> None:
     if value not in valid:
-        raise ConfigError(_unknown(what, value, valid))
-
-
-def _unknown(what: str, value: Any, valid) -> str:
-    names = sorted(valid)
-    close = difflib.get_close_matches(str(value), names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {what} {value!r}{hint}; valid: {', '.join(names)}"
+        raise ConfigError(unknown(what, value, valid))
 
 
 __all__ = ["TrialConfig", "ConfigError", "METHODS", "EXECUTION_ONLY", "REAL_NOISE", "DATASET_DEFAULTS", "PRECISIONS", "parse_value", "parse_assignments",

@@ -22,11 +22,9 @@ from typing import Callable, Tuple
 import numpy as np
 import torch
 
+from memomentum.errors import ConfigError, DataError, unknown
+
 DATA_ENV = "MEMOMENTUM_DATA"
-
-
-class DataError(RuntimeError):
-    """Data files missing or unreadable; the message says where they should be."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +54,8 @@ def resolve_root(data_root: str = "") -> str:
 
 def load(name: str, data_root: str = "", download: bool = False):
     """The data set's tensors (cached per process); for kind "files", its checked index."""
-    from memomentum.config import ConfigError, _unknown
-
     if name not in DATASETS:
-        raise ConfigError(_unknown("dataset", name, DATASETS))
+        raise ConfigError(unknown("dataset", name, DATASETS))
     return _load_cached(name, os.path.abspath(resolve_root(data_root)) if DATASETS[name].files else "", download)
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from memomentum.errors import ConfigError, unknown
+
 
 class LeNet(nn.Module):
     """LeNet-5 style net of the official MNIST runs: conv 6@5x5 pad 2, pool, conv 16@5x5, pool, FC 400-120-84-C."""
@@ -113,7 +115,5 @@ INPUT_SHAPES = {"lenet": (1, 28, 28), "digitsnet": (1, 8, 8), "resnet18": (3, 32
 
 def create_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
     if name not in MODELS:
-        from memomentum.config import ConfigError, _unknown
-
-        raise ConfigError(_unknown("model", name, MODELS))
+        raise ConfigError(unknown("model", name, MODELS))
     return MODELS[name](num_classes=num_classes, in_channels=in_channels)

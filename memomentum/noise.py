@@ -11,11 +11,13 @@ split and everything the training does are independent streams of one seed.
 """
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from memomentum.atomic import atomic_savez, load_npz
+from memomentum.errors import ConfigError
 
 NOISE_TYPES = ("symmetric", "pairflip", "instance")
 INSTANCE_STD = 0.1  # std of the per-example flip rate around the target rate (Xia et al. 2020)
@@ -103,10 +105,20 @@ def make_noisy_labels(noise_type: str, rate: float, clean_labels: np.ndarray, im
     return class_conditional_noise(clean_labels, noise_type, rate, num_classes, rng)
 
 
+def check_split(n: int, train_fraction: float, dataset: str = "the data set") -> int:
+    """The number of training examples of the split; ConfigError if either part would be empty."""
+    n_train = int(n * train_fraction)
+    if not 0 < n_train < n:
+        part = "training" if n_train == 0 else "validation"
+        raise ConfigError(f"train_fraction={train_fraction:g} leaves no {part} examples of the {n} in {dataset}; "
+                          f"use a value such as 0.9 (the official one)")
+    return n_train
+
+
 def split(n: int, train_fraction: float, seed: int):
     """Seeded split of n examples into sorted (train_idx, val_idx); int(n * fraction) go to training."""
     order = np.random.default_rng([seed, _SPLIT_STREAM]).permutation(n)
-    n_train = int(n * train_fraction)
+    n_train = check_split(n, train_fraction)
     return np.sort(order[:n_train]), np.sort(order[n_train:])
 
 
@@ -132,12 +144,20 @@ def noisy_split(dataset: str, noise_type: str, rate: float, seed: int, train_fra
         fingerprint.update(images.numpy().tobytes())
     key = f"{dataset}-{noise_type}-{rate!r}-{seed}-{train_fraction!r}-{fingerprint.hexdigest()}"
     path = os.path.join(cache_dir or default_cache_dir(), "noise", key + ".npz")
-    try:
-        with np.load(path) as z:
-            noisy, train_idx, val_idx = z["noisy"], z["train_idx"], z["val_idx"]
-    except (OSError, KeyError, ValueError):
+    n = len(clean)
+    check_split(n, train_fraction, dataset)
+
+    def intact(z) -> bool:  # a damaged or foreign cache file is recomputed and replaced, never trusted
+        return (z["noisy"].shape == (n,) and 0 <= z["noisy"].min(initial=0) and z["noisy"].max(initial=0) < num_classes
+                and len(z["train_idx"]) + len(z["val_idx"]) == n
+                and np.array_equal(np.union1d(z["train_idx"], z["val_idx"]), np.arange(n)))
+
+    cached = load_npz(path, ("noisy", "train_idx", "val_idx"), intact)
+    if cached is not None:
+        noisy, train_idx, val_idx = cached["noisy"], cached["train_idx"], cached["val_idx"]
+    else:
         noisy = make_noisy_labels(noise_type, rate, clean, images.numpy(), num_classes, seed)
-        train_idx, val_idx = split(len(clean), train_fraction, seed)
+        train_idx, val_idx = split(n, train_fraction, seed)
         atomic_savez(path, noisy=noisy, train_idx=train_idx, val_idx=val_idx)
     digest = hashlib.blake2b(noisy.astype(np.int64).tobytes() + train_idx.astype(np.int64).tobytes(), digest_size=8)
     return NoisySplit(torch.from_numpy(noisy.astype(np.int64)), torch.from_numpy(train_idx.astype(np.int64)),
@@ -146,17 +166,3 @@ def noisy_split(dataset: str, noise_type: str, rate: float, seed: int, train_fra
 
 def default_cache_dir() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "memomentum")
-
-
-def atomic_savez(path: str, **arrays) -> None:
-    """Write-then-rename, so that concurrent trials of one cell never read a half-written file."""
-    tmp = None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except OSError:  # an unwritable cache only costs recomputation
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)

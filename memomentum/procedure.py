@@ -34,6 +34,7 @@ from memomentum.config import ConfigError, TrialConfig
 from memomentum.data import DatasetInfo
 from memomentum.engine import Engine, lr_at, resolve_device, sgd, state_copy
 from memomentum.models import create_model
+from memomentum.progress import fmt
 
 STATE_VERSION = 1
 SLACK_STEP = 0.1  # stage A: the improvement threshold grows by this after every non-improving epoch
@@ -130,7 +131,7 @@ class TrialBase:
 
     def describe(self) -> str:
         train, val, test = self._sizes()
-        return f"realised noise {self.data.realized_noise_rate:.4f}; train {train}, val {val}, test {test}"
+        return f"realised noise {fmt(self.data.realized_noise_rate, '.4f')}; train {train}, val {val}, test {test}"
 
     def _sizes(self):
         d = self.data

@@ -19,6 +19,7 @@ Every cell is built into a memomentum TrialConfig here, so a bad field, type or 
 with the grid file's name before anything is scheduled.
 """
 import itertools
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from memomentum.config import METHODS, REAL_NOISE, ConfigError, TrialConfig, _unknown
+from memomentum.config import METHODS, REAL_NOISE, SEED_MAX, ConfigError, TrialConfig
+from memomentum.errors import short, unknown
 from memomentum.data import DATASETS
 from memomentum.noise import NOISE_TYPES
 
@@ -38,6 +40,23 @@ DEFAULT_RESOURCES = {"cpu": 1.0, "gpu": 0.0}
 
 class GridError(ValueError):
     """A mistake in a grid file; the message names the file, the key and the fix."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load without aliases: `*name` could expand a few lines into gigabytes (an alias
+    bomb), and no grid needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, "grid files may not use YAML aliases (*name); write the values out", mark)
+        return super().compose_node(parent, index)
+
+
+def read_yaml(text) -> Any:
+    """Parse grid YAML (a str or a stream) with the StrictLoader."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
 
 
 @dataclass(frozen=True)
@@ -77,16 +96,21 @@ class Grid:
 def load_grid(path: str, storage: Optional[str] = None, data_root: Optional[str] = None) -> Grid:
     try:
         with open(path) as fh:
-            raw = yaml.safe_load(fh)
+            raw = read_yaml(fh)
     except FileNotFoundError:
         raise GridError(f"grid file {path} not found; pass a YAML grid such as grids/quick.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GridError(f"cannot read grid file {path}: {exc}") from None
+    except IsADirectoryError:
+        raise GridError(f"{path} is a folder; pass a YAML grid file such as grids/quick.yaml") from None
+    except UnicodeDecodeError:
+        raise GridError(f"{path} is not a text file (not UTF-8); pass a YAML grid file such as "
+                        f"grids/quick.yaml") from None
+    except OSError as exc:
+        raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise GridError(f"{path} is not valid YAML{at}: {problem}; fix the syntax and run again") from None
+        raise GridError(f"{path} is not valid YAML{at}: {problem[:200]}; fix it and run again") from None
     return parse_grid(raw, path, storage=storage, data_root=data_root)
 
 
@@ -99,20 +123,25 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
         fail("a grid must be a YAML mapping with keys such as name, datasets, noise, seeds, methods")
     for key in raw:
         if key not in TOP_KEYS:
-            fail(_unknown("top-level key", key, TOP_KEYS))
+            fail(unknown("top-level key", key, TOP_KEYS))
     name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        fail(f"name {name!r} must be a non-empty word of letters, digits, '.', '_' or '-'")
+    # the sweep's folder under the storage: one plain path component, never '..', '/' or empty
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        fail(f"name {short(name)} must be a word of 1 to 100 letters, digits, '.', '_' or '-' (starting with "
+             f"a letter or digit); it names the sweep's folder under the storage")
 
     datasets = _axis(raw, "datasets", str, fail)
     for d in datasets:
         if d not in DATASETS:
-            fail(_unknown("dataset", d, DATASETS))
+            fail(unknown("dataset", d, DATASETS))
     methods = _axis(raw, "methods", str, fail)
     for m in methods:
         if m not in METHODS:
-            fail(_unknown("method", m, METHODS))
+            fail(unknown("method", m, METHODS))
     seeds = _axis(raw, "seeds", int, fail)
+    for s in seeds:
+        if not 0 <= s <= SEED_MAX:
+            fail(f"'seeds' holds {short(s)}; every seed must be a whole number in 0 .. {SEED_MAX}")
     noise = _noise(raw.get("noise"), fail)
 
     config = _mapping(raw, "config", fail)
@@ -130,11 +159,11 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
 
     root = data_root if data_root is not None else raw.get("data_root", "")
     if not isinstance(root, str):
-        fail(f"data_root must be a path, got {root!r}")
+        fail(f"data_root must be a path, got {short(root)}")
     root = os.path.abspath(os.path.expanduser(root)) if root else ""
     store = storage if storage is not None else raw.get("storage", "runs")
     if not isinstance(store, str) or not store:
-        fail(f"storage must be a path or URI, got {store!r}")
+        fail(f"storage must be a path or URI, got {short(store)}")
 
     # Each data set takes the noise entries that fit it: `real` for data collected with noisy labels
     # (Clothing1M), the synthetic types for the rest; so one grid can hold both kinds.
@@ -184,10 +213,13 @@ def _axis(raw: dict, key: str, kind: type, fail) -> list:
     if values is None:
         fail(f"missing {key!r}; give a non-empty list")
     if not isinstance(values, list) or not values:
-        fail(f"{key!r} must be a non-empty list, got {values!r}")
+        fail(f"{key!r} must be a non-empty list, got {short(values)}")
     for v in values:
         if not isinstance(v, kind) or isinstance(v, bool):
-            fail(f"{key!r} holds {v!r}; every entry must be {'a whole number' if kind is int else 'a name'}")
+            fail(f"{key!r} holds {short(v)}; every entry must be {'a whole number' if kind is int else 'a name'}")
+    repeated = sorted({short(v) for v in values if values.count(v) > 1})
+    if repeated:
+        fail(f"{key!r} holds {repeated[0]} more than once; list each value once")
     return values
 
 
@@ -197,19 +229,23 @@ def _noise(entries: Any, fail) -> List[Tuple[str, float]]:
     out = []
     for entry in entries:
         if not isinstance(entry, dict) or set(entry) - {"type", "rates"} or "type" not in entry:
-            fail(f"noise entry {entry!r} must be {{type: symmetric|pairflip|instance, rates: [...]}}")
+            fail(f"noise entry {short(entry)} must be {{type: symmetric|pairflip|instance, rates: [...]}}")
         kind = entry["type"]
         if kind == REAL_NOISE:  # labels noisy as collected (Clothing1M): no rate to set
             out.append((kind, 0.0))
             continue
         if kind not in NOISE_TYPES:
-            fail(_unknown("noise type", kind, NOISE_TYPES + (REAL_NOISE,)))
+            fail(unknown("noise type", kind, NOISE_TYPES + (REAL_NOISE,)))
         rates = entry.get("rates")
         if not isinstance(rates, list) or not rates:
             fail(f"noise type {kind}: 'rates' must be a non-empty list of numbers in [0, 1)")
         for r in rates:
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
-                fail(f"noise type {kind}: rate {r!r} is outside [0, 1); write e.g. 0.2 for 20%")
+            if isinstance(r, bool) or not isinstance(r, (int, float)):
+                fail(f"noise type {kind}: rate {short(r)} is not a number; write e.g. 0.2 for 20%")
+            if not 0 <= r < 1:  # NaN fails this too
+                fail(f"noise type {kind}: rate {short(r)} is outside [0, 1); write e.g. 0.2 for 20%")
+            if (kind, float(r)) in out:
+                fail(f"noise type {kind}: rate {short(r)} is listed twice; list each rate once")
             out.append((kind, float(r)))
     return out
 
@@ -217,7 +253,7 @@ def _noise(entries: Any, fail) -> List[Tuple[str, float]]:
 def _mapping(raw: dict, key: str, fail) -> Dict[str, Any]:
     value = raw.get(key) or {}
     if not isinstance(value, dict):
-        fail(f"{key!r} must be a mapping, got {value!r}")
+        fail(f"{key!r} must be a mapping, got {short(value)}")
     return value
 
 
@@ -225,12 +261,13 @@ def _resources(raw: dict, datasets: List[str], fail) -> Dict[str, Tuple[float, f
     spec = _mapping(raw, "resources", fail)
     for key, value in spec.items():
         if key != "default" and key not in datasets:
-            fail(f"resources names {key!r}, which is neither 'default' nor one of the datasets {datasets}")
+            fail(f"resources names {short(key)}, which is neither 'default' nor one of the datasets {datasets}")
         if not isinstance(value, dict) or set(value) - {"cpu", "gpu"}:
-            fail(f"resources.{key} must be a mapping with cpu and/or gpu, got {value!r}")
+            fail(f"resources.{key} must be a mapping with cpu and/or gpu, got {short(value)}")
         for k, v in value.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "cpu" and v == 0):
-                fail(f"resources.{key}.{k} = {v!r}; use a positive number (fractions share a device)")
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+                    or (k == "cpu" and v == 0) or v > 1024):
+                fail(f"resources.{key}.{k} = {short(v)}; use a positive number (fractions share a device)")
     base = {**DEFAULT_RESOURCES, **spec.get("default", {})}
     out = {}
     for d in datasets:

@@ -11,15 +11,18 @@ so far. Each file is replaced by one rename, so a crash while collecting leaves 
 """
 import io
 import json
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memomentum.config import official_defaults
+from memomentum.errors import clip, short
 from sweeps import tables
 from sweeps.storage import Storage
 from sweeps.trainable import TRIAL_FILE
+
+ERROR_FILE = "error.json"  # written by the runner for a trial that failed after its retries
 
 CELL = [("key", pa.string()), ("name", pa.string()), ("dataset", pa.string()), ("noise_type", pa.string()),
         ("noise_rate", pa.float64()), ("seed", pa.int64()), ("method", pa.string())]
@@ -44,43 +47,61 @@ RESULT_FILES = ("trials.parquet", "rounds.parquet", "epochs.parquet", "paper_tab
 
 
 class Collector:
-    """Reads trial files (re-parsing only those that changed since the last call) and writes tables."""
+    """Reads trial files (re-parsing only those that changed since the last call) and writes tables.
+
+    A file that cannot be used (cut short, not a trial document, values the tables cannot hold) is
+    left out and named in `skipped`, one line each, for the caller to print: never silently, never
+    with a traceback. A cell whose trial failed before writing trial.json still gets a row, from the
+    error.json the runner wrote for it."""
 
     def __init__(self, store: Storage, sweep: str):
         self.store, self.sweep = store, sweep
-        self._cache: Dict[str, tuple] = {}
+        self._cache: Dict[str, tuple] = {}  # key -> (stamps, (doc, tables) or None, reason)
+        self.skipped: List[str] = []
 
-    def trial_docs(self) -> List[dict]:
-        docs = []
+    def _entries(self) -> List[Tuple[dict, Dict[str, pa.Table]]]:
+        out, self.skipped = [], []
         for key in self.store.listdir(self.sweep, "trials"):
-            stamp = self.store.mtime_ns(self.sweep, "trials", key, TRIAL_FILE)
-            if stamp is None:
+            stamps = (self.store.mtime_ns(self.sweep, "trials", key, TRIAL_FILE),
+                      self.store.mtime_ns(self.sweep, "trials", key, ERROR_FILE))
+            if stamps == (None, None):
                 continue
             cached = self._cache.get(key)
-            if cached is None or cached[0] != stamp:
-                raw = self.store.read(self.sweep, "trials", key, TRIAL_FILE)
+            if cached is None or cached[0] != stamps:
                 try:
-                    doc = json.loads(raw)
-                except (TypeError, ValueError):
-                    continue  # unreadable: skipped rather than failing the whole collection
-                cached = (stamp, doc)
+                    cached = (stamps, self._read(key, stamps[0] is not None, stamps[1] is not None), None)
+                except ValueError as exc:
+                    cached = (stamps, None, str(exc))
                 self._cache[key] = cached
-            doc = dict(cached[1])
-            error = self.store.read(self.sweep, "trials", key, "error.json")
-            if error and doc["status"] != "finished":
-                doc["status"], doc["error"] = "error", json.loads(error).get("error", "")
-            docs.append(doc)
-        return docs
+            if cached[1] is None:
+                self.skipped.append(f"{self.store.uri(self.sweep, 'trials', key)}: {cached[2]}")
+            else:
+                out.append(cached[1])
+        return out
 
-    def tables(self, docs: Optional[List[dict]] = None) -> Dict[str, pa.Table]:
-        docs = self.trial_docs() if docs is None else docs
-        trials, rounds, epochs = [], [], []
-        for doc in docs:
-            cell = _cell_columns(doc)
-            trials.append(_trial_row(doc, cell))
-            for r in doc["records"]:
-                (rounds if r["kind"] == "round" else epochs).append({**cell, **r})
-        out = {"trials": _table(trials, TRIALS), "rounds": _table(rounds, ROUNDS), "epochs": _table(epochs, EPOCHS)}
+    def _read(self, key: str, has_trial: bool, has_error: bool):
+        """(doc, per-trial tables) of one trial folder; ValueError saying why it cannot be used."""
+        error = _read_error(self.store.read(self.sweep, "trials", key, ERROR_FILE)) if has_error else None
+        if has_trial:
+            doc = _parse_doc(self.store.read(self.sweep, "trials", key, TRIAL_FILE), key)
+        elif error is not None and error.get("cell"):  # failed before its first record
+            cell = error["cell"]
+            doc = {"key": key, "name": cell.get("name", key), "config": cell.get("trial"), "status": "error",
+                   "records": []}
+            _check_doc(doc, key)
+        else:
+            raise ValueError("only an error.json without the cell it belongs to; delete the folder if unwanted")
+        if error is not None and doc["status"] != "finished":
+            doc["status"], doc["error"] = "error", error.get("error") or "unknown error"
+        return doc, _doc_tables(doc)
+
+    def trial_docs(self) -> List[dict]:
+        return [doc for doc, _ in self._entries()]
+
+    def tables(self) -> Dict[str, pa.Table]:
+        parts = [t for _, t in self._entries()]
+        out = {name: pa.concat_tables([p[name] for p in parts]) if parts else schema.empty_table()
+               for name, schema in (("trials", TRIALS), ("rounds", ROUNDS), ("epochs", EPOCHS))}
         out["paper_table"] = tables.paper_table(out["trials"])
         return out
 
@@ -101,6 +122,63 @@ class Collector:
 
     def finished_keys(self) -> set:
         return {d["key"] for d in self.trial_docs() if d["status"] == "finished"}
+
+
+def _parse_doc(raw: Optional[bytes], key: str) -> dict:
+    try:
+        doc = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError(f"{TRIAL_FILE} is not valid JSON (cut short?); the next sweep run continues the cell "
+                         f"from its newest checkpoint") from None
+    _check_doc(doc, key)
+    return doc
+
+
+def _check_doc(doc: Any, key: str) -> None:
+    """ValueError unless `doc` has the shape of a trial document of cell `key`."""
+    def bad(what):
+        raise ValueError(f"{TRIAL_FILE} is not a trial document ({what}); the next sweep run continues the cell "
+                         f"from its newest checkpoint")
+
+    if not isinstance(doc, dict):
+        bad(f"a {type(doc).__name__}, not a mapping")
+    if doc.get("key") != key:
+        bad(f"key {short(doc.get('key'))} does not match its folder")
+    if doc.get("status") not in ("running", "finished", "error"):
+        bad(f"status {short(doc.get('status'))}")
+    config = doc.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
+        bad("no config with a data set")
+    records = doc.get("records")
+    if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("kind") in ("epoch", "round")
+                                                for r in records):
+        bad("no list of epoch and round records")
+    if doc["status"] == "finished" and not isinstance(doc.get("result"), dict):
+        bad("finished without a result")
+
+
+def _read_error(raw: Optional[bytes]) -> Optional[dict]:
+    """error.json as a mapping; a damaged one still marks the trial as failed."""
+    if raw is None:
+        return None
+    try:
+        error = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        error = None
+    return error if isinstance(error, dict) else {"error": f"the trial failed; its {ERROR_FILE} is unreadable"}
+
+
+def _doc_tables(doc: dict) -> Dict[str, pa.Table]:
+    """One trial's rows as Arrow tables; ValueError if a value does not fit the schema."""
+    try:
+        cell = _cell_columns(doc)
+        rounds = [{**cell, **r} for r in doc["records"] if r["kind"] == "round"]
+        epochs = [{**cell, **r} for r in doc["records"] if r["kind"] == "epoch"]
+        return {"trials": _table([_trial_row(doc, cell)], TRIALS), "rounds": _table(rounds, ROUNDS),
+                "epochs": _table(epochs, EPOCHS)}
+    except (pa.ArrowException, TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise ValueError(f"holds values the tables cannot take ({type(exc).__name__}: "
+                         f"{clip(exc, 100)})") from None
 
 
 def _config(doc: dict) -> dict:

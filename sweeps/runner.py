@@ -19,9 +19,10 @@ from typing import Callable, List, Optional
 import yaml
 
 from memomentum.data import DATA_ENV, DataError, check_files, load
-from memomentum.noise import CACHE_ENV
-from sweeps.grid import Cell, Grid, identity
-from sweeps.results import Collector
+from memomentum.noise import CACHE_ENV, check_split
+from sweeps.grid import Cell, Grid, identity, read_yaml
+from sweeps.lock import DriverLock
+from sweeps.results import ERROR_FILE, Collector
 from sweeps.storage import Storage
 
 # Rough seconds per epoch (training + validation + share of extraction) used only by --dry-run's
@@ -35,16 +36,20 @@ class SweepError(RuntimeError):
     """A problem with the sweep as a whole (resources, storage); the message says what to do."""
 
 
-def preflight(grid: Grid, address: Optional[str] = None) -> Storage:
+def preflight(grid: Grid, address: Optional[str] = None, out: Callable[[str], None] = print) -> Storage:
     """Every check that needs no Ray, in the order a user would fix them; nothing is written to the
     storage before all of them pass. Returns the storage."""
     for dataset in grid.datasets:
         check_files(dataset, grid.data_root)
-        load(dataset, grid.data_root)  # reads every file: a truncated or corrupt one fails here
+        arrays = load(dataset, grid.data_root)  # reads every file: a truncated or corrupt one fails here
+        n = len(getattr(arrays, "train_labels", ()))
+        for cell in grid.cells:
+            if cell.config.dataset == dataset and n:
+                check_split(n, cell.config.train_fraction, dataset)
     if not address:
         check_local_gpus(grid.cells)
     store = Storage(grid.storage)
-    check_same_grid(store, grid)
+    check_same_grid(store, grid, out)
     store.check_writable(grid.name)
     return store
 
@@ -64,14 +69,21 @@ def check_local_gpus(cells: List[Cell]) -> None:
                              f"resources.<dataset>.gpu")
 
 
-def check_same_grid(store: Storage, grid: Grid) -> None:
-    """A sweep folder belongs to one grid: refuse a grid of the same name whose shared settings differ."""
+def check_same_grid(store: Storage, grid: Grid, out: Callable[[str], None] = print) -> None:
+    """A sweep folder belongs to one grid: refuse a grid of the same name whose shared settings differ.
+    A damaged grid.yaml is reported and replaced (the cells' keys hash their configs, so trials of
+    another configuration could never be taken for this grid's)."""
     raw = store.read(grid.name, "grid.yaml")
     if raw is None:
         return
     try:
-        before = identity(yaml.safe_load(raw) or {})
-    except yaml.YAMLError:
+        stored = read_yaml(raw.decode())
+        if not isinstance(stored, dict):
+            raise ValueError(f"a {type(stored).__name__}, not a mapping")
+        before = identity(stored)
+    except Exception as exc:  # unreadable YAML, aliases, not UTF-8, not a mapping, odd values
+        out(f"warning: {store.uri(grid.name, 'grid.yaml')} is damaged ({type(exc).__name__}); it is replaced "
+            f"by this grid")
         return
     now = identity(grid.raw)
     if before != now:
@@ -123,19 +135,22 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     """Run (or continue) the sweep; returns the exit code (0: every cell finished). Without `address`,
     RAY_ADDRESS (set for drivers that `ray job submit` starts) names the cluster, else Ray starts here."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    store = preflight(grid, address)
-    collector = Collector(store, grid.name)
-    finished = collector.finished_keys()
-    todo = [c for c in grid.cells if c.key not in finished]
-    out(f"sweep {grid.name}: {len(grid.cells)} cells, {len(grid.cells) - len(todo)} already finished, "
-        f"{len(todo)} to run; storage {store.uri(grid.name)}")
-    if todo:
-        connect(address)
-        wait_for_resources(todo, wait_s if address else 0, out)
-    store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
-    if todo:
-        _tune(grid, store, todo, collector, max_concurrent)
-    tables = collector.write()
+    store = preflight(grid, address, out)
+    with DriverLock(store, grid.name):  # a second driver on this sweep refuses here, before any write
+        collector = Collector(store, grid.name)
+        finished = collector.finished_keys()
+        for line in collector.skipped:
+            out(f"warning: {line}")
+        todo = [c for c in grid.cells if c.key not in finished]
+        out(f"sweep {grid.name}: {len(grid.cells)} cells, {len(grid.cells) - len(todo)} already finished, "
+            f"{len(todo)} to run; storage {store.uri(grid.name)}")
+        if todo:
+            connect(address)
+            wait_for_resources(todo, wait_s if address else 0, out)
+        store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
+        if todo:
+            _tune(grid, store, todo, collector, max_concurrent)
+        tables = collector.write()
     try:
         from sweeps.report import write_report
 
@@ -143,13 +158,29 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     except Exception as exc:  # a plotting problem must not hide the sweep's outcome
         out(f"warning: could not draw the figures ({type(exc).__name__}: {exc}); "
             f"run_sweep.py --report {store.uri(grid.name)} retries")
-    done = {t["key"] for t in tables["trials"].to_pylist() if t["status"] == "finished"}
-    unfinished = [c.name for c in grid.cells if c.key not in done]
+    return summarize(grid, store, tables, collector.skipped, out)
+
+
+def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Callable[[str], None]) -> int:
+    """The end-of-sweep lines and exit code: 0 when every cell of the grid finished."""
+    for line in skipped:
+        out(f"warning: {line}")
+    rows = {t["key"]: t for t in tables["trials"].to_pylist()}
+    done = {k for k, t in rows.items() if t["status"] == "finished"}
+    failed = [(c, rows[c.key]) for c in grid.cells if c.key in rows and rows[c.key]["status"] == "error"]
+    failed_keys = {c.key for c, _ in failed}
+    unfinished = [c.name for c in grid.cells if c.key not in done and c.key not in failed_keys]
     out(f"tables, figures and report.md: {store.uri(grid.name, 'results')} ({len(done)} finished trials)")
     out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, 'tensorboard')}")
+    for cell, row in failed[:5]:
+        out(f"failed: {cell.name}: {row['error']} (details: {store.uri(grid.name, 'trials', cell.key, ERROR_FILE)})")
+    if failed:
+        out(f"{len(failed)} cell(s) failed after their retries; fix the cause above, then run the same command "
+            f"again (failed cells run again, finished ones never)")
     if unfinished:
-        out(f"{len(unfinished)} cell(s) did not finish ({', '.join(unfinished[:3])}...); "
+        out(f"{len(unfinished)} cell(s) did not finish ({', '.join(unfinished[:3])}{'...' if len(unfinished) > 3 else ''}); "
             f"run the same command again to continue them")
+    if failed or unfinished:
         return 1
     out((store.read(grid.name, "results", "paper_table.md") or b"").decode())
     return 0
@@ -202,7 +233,7 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   # cloud storage: the trials' TensorBoard folders travel as artifacts
                                   sync_config=tune.SyncConfig(sync_artifacts=store.local_root is None),
-                                  callbacks=[JsonLoggerCallback(), collect_callback(collector)], verbose=1))
+                                  callbacks=[JsonLoggerCallback(), collect_callback(collector, specs)], verbose=1))
     tuner.fit()
 
 
@@ -278,29 +309,38 @@ def checkpoints_of(store: Storage, sweep: str, key: str) -> List[str]:
     return found
 
 
-def collect_callback(collector: Collector):
-    """A Tune callback that rebuilds the result tables whenever a trial ends (defined lazily so
-    that importing this module does not import Ray)."""
+def collect_callback(collector: Collector, specs: dict):
+    """A Tune callback that rebuilds the result tables whenever a trial ends, and writes error.json
+    (the error and the cell, so the failure reaches the tables even for a trial that never wrote
+    trial.json). Defined lazily so that importing this module does not import Ray."""
     from ray import tune
+
+    from memomentum.progress import dumps
 
     class CollectOnTrialEnd(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
             try:  # an error an earlier attempt left behind no longer applies
                 collector.store.fs.delete_file(collector.store.path(collector.sweep, "trials", trial.config["cell"],
-                                                                    "error.json"))
+                                                                    ERROR_FILE))
             except OSError:
                 pass
             self._collect()
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            key = trial.config["cell"]
             message = "the trial failed after its retries; see its log in the Ray output"
             error_file = getattr(trial, "error_file", None)
-            if error_file and os.path.isfile(error_file):
-                with open(error_file) as fh:
-                    lines = [line for line in fh.read().strip().splitlines() if line.strip()]
-                message = lines[-1] if lines else message
-            collector.store.write_atomic(json.dumps({"error": message}).encode(), collector.sweep, "trials",
-                                         trial.config["cell"], "error.json")
+            try:
+                if error_file and os.path.isfile(error_file):
+                    with open(error_file, errors="replace") as fh:
+                        lines = [line for line in fh.read().strip().splitlines() if line.strip()]
+                    message = lines[-1][:500] if lines else message
+                spec = specs.get(key, {})
+                cell = {k: spec.get(k) for k in ("key", "name", "trial", "cpu", "gpu")}
+                collector.store.write_atomic(dumps({"error": message, "cell": cell}).encode(), collector.sweep,
+                                             "trials", key, ERROR_FILE)
+            except Exception as exc:  # never let bookkeeping take the sweep down
+                print(f"warning: could not record the failure of {key}: {exc}", file=sys.stderr)
             self._collect()
 
         def _collect(self):

@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import pyarrow.fs as pafs
 
+from memomentum.atomic import atomic_write
+
 
 class StorageError(RuntimeError):
     """The storage location cannot be used; the message says which and why."""
@@ -65,6 +67,9 @@ class Storage:
         self.fs.create_dir(self.path(*parts), recursive=True)
 
     def write_atomic(self, data: bytes, *parts: str) -> None:
+        if self.local_root is not None:  # local / NFS: fsynced before and after the rename
+            atomic_write(self.local(*parts), data)
+            return
         target = self.path(*parts)
         parent = target.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)

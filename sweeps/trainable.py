@@ -2,26 +2,32 @@
 
 For every epoch it calls `tune.report`; at every resumable point (round boundaries, and every
 `checkpoint_every` epochs) it attaches a `tune.Checkpoint` holding the trial state, so that Tune's
-FailureConfig retries continue where the trial stopped. Its own outputs go straight to the sweep
-storage, atomically:
+FailureConfig retries continue where the trial stopped. A checkpoint holds the trial state
+(state.pt) and the records up to it (records.json), so resuming never depends on another file.
+Its own outputs go straight to the sweep storage, atomically:
     <sweep>/trials/<key>/trial.json     cell, resolved config, status, records so far, final result
     <sweep>/tensorboard/<key>/          TensorBoard scalars (local or NFS storage)
-A trial.json whose status is "finished" is what marks a cell as done for every later run.
+A trial.json whose status is "finished" is what marks a cell as done for every later run; one that
+is damaged or missing makes the next run continue the cell from its newest intact checkpoint.
+Progress lines and TensorBoard only report: their failures are one warning line, never the trial's.
 """
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import torch
 
+from memomentum.progress import dumps
 from sweeps.storage import Storage
 
 TRIAL_FILE = "trial.json"
 STATE_FILE = "state.pt"
+RECORDS_FILE = "records.json"  # beside state.pt in every checkpoint: the records up to it
 
 
 def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
@@ -29,25 +35,37 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     from ray import tune
     import ray
 
-    from memomentum.config import TrialConfig
+    from memomentum.clothing import auto_workers
+    from memomentum.config import AUTO_WORKERS, TrialConfig
+    from memomentum.errors import ConfigError
     from memomentum.procedure import make_trial, trial_document
+    from memomentum.progress import ReportGuard, format_record
 
     # one line per checkpoint from Ray would drown the per-round progress lines
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cell = cells[config["cell"]]
+    name = cell["name"]
+    say = lambda line: print(f"[{name}] {line}", flush=True)  # noqa: E731
+    guard = ReportGuard(say)
     store = Storage(storage)
     torch.set_num_threads(max(1, int(cell["cpu"])))
     cfg = TrialConfig.from_dict(cell["trial"])
+    if cfg.num_workers == AUTO_WORKERS:  # DataLoader processes: as many as the trial has CPUs
+        cfg = cfg.replace(num_workers=auto_workers(cell["cpu"]))
 
-    state, source = _find_state(tune.get_checkpoint(), cell.get("resume_from") or [], store)
-    records = _previous_records(store, sweep, cell["key"], state)
-    trial = make_trial(cfg, state=state)
+    trial = None
+    for state, records, source in _states(tune.get_checkpoint(), cell.get("resume_from") or [], store, sweep,
+                                          cell["key"], say):
+        try:
+            trial = make_trial(cfg, state=state)
+            break
+        except ConfigError as exc:  # a checkpoint this trial cannot continue from: try the next one
+            say(f"cannot resume from {source} ({exc}); trying an older checkpoint or a fresh start")
     doc = trial_document(trial, records, cell=cell, node_id=ray.get_runtime_context().get_node_id(),
                          pid=os.getpid(), resumed_from=source, started=time.time())
-    writer = _tensorboard(store, sweep, cell["key"], trial.s["step"])
-    print(f"[{cell['name']}] on {trial.device} (node {doc['node_id'][:8]}), "
-          f"{'resuming at epoch ' + str(trial.s['step']) + ' from ' + source if source else 'fresh start'}",
-          flush=True)
+    writer = guard("opening TensorBoard", _tensorboard, store, sweep, cell["key"], trial.s["step"]) or _NullWriter()
+    guard("the start line", lambda: say(f"on {trial.device} (node {doc['node_id'][:8]}), " + (
+        f"resuming at epoch {trial.s['step']} from {source}" if source else "fresh start")))
 
     pending = None  # the last epoch record, reported once its round (if it ends one) is merged in
     for record in trial.records():
@@ -56,16 +74,14 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
             if pending is not None:
                 _report(tune, pending, None)
             doc["records"].append(_plain(record))
-            _log_epoch(writer, record)
+            guard("TensorBoard", _log_epoch, writer, record)
             pending = {**record}
             if record.get("resumable"):
                 pending = _checkpoint(tune, trial, store, sweep, doc, pending)
         elif kind == "round":
             doc["records"].append(_plain(record))
-            _log_round(writer, record)
-            print(f"[{cell['name']}] round {record['outer']}.{record['inner']}: confident "
-                  f"{record['n_confident']} ({record['precision']:.1f}% clean), val {record['val_score']:.2f}, "
-                  f"test {record['test_acc']:.2f}", flush=True)
+            guard("TensorBoard", _log_round, writer, record)
+            guard("a progress line", lambda: say(format_record(record)))
             pending.update({f"round_{k}": v for k, v in record.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
             if not trial.s["done"]:
@@ -73,16 +89,19 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
         else:  # the result
             doc.update(status="finished", finished=time.time(), result=_plain(record))
             _write_doc(store, sweep, doc)
-            writer.close()
+            guard("closing TensorBoard", writer.close)
             final = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             _report(tune, {**(pending or {}), **{f"final_{k}": v for k, v in final.items()}, "finished": 1}, None)
 
 
 def _checkpoint(tune, trial, store, sweep, doc, pending):
-    """Write trial.json, then report the epoch with a checkpoint of the trial state."""
+    """Write trial.json, then report the epoch with a checkpoint: the trial state plus the records
+    up to it, so that resuming never depends on trial.json being intact."""
     _write_doc(store, sweep, doc)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(trial.state_dict(), os.path.join(tmp, STATE_FILE))
+        with open(os.path.join(tmp, RECORDS_FILE), "w") as fh:
+            fh.write(dumps(doc["records"]))
         _report(tune, pending, tune.Checkpoint.from_directory(tmp))
     return None
 
@@ -95,35 +114,68 @@ def _report(tune, record: Optional[dict], checkpoint) -> None:
     tune.report(metrics, checkpoint=checkpoint)
 
 
-def _find_state(checkpoint, candidates: List[str], store: Storage):
-    """The trial state to continue from: Tune's own checkpoint (a retry inside this run), else the
-    newest readable checkpoint an earlier run of the sweep left for this cell, else None."""
+def _states(checkpoint, candidates: List[str], store: Storage, sweep: str, key: str, say) -> Iterator:
+    """(state, records, source) to continue from, best first: Tune's own checkpoint (a retry inside
+    this run), then the checkpoints earlier runs of the sweep left for this cell, newest first; last
+    (None, [], None), a fresh start. A checkpoint is offered only with records that cover every epoch
+    up to it, so a resumed trial can never finish with epochs missing from its tables."""
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            return torch.load(os.path.join(d, STATE_FILE), weights_only=True), "tune retry"
+            found = _load_checkpoint(lambda name: _read_local(os.path.join(d, name)), store, sweep, key)
+        if found is not None:
+            yield (*found, "tune retry")
+        else:
+            say("skipping Tune's checkpoint: unreadable, or without the records of its epochs")
     for path in candidates:
-        data = store.read(*path.split("/"))
-        if data is None:
+        folder = path.rsplit("/", 1)[0]
+        found = _load_checkpoint(lambda name: store.read(*f"{folder}/{name}".split("/")), store, sweep, key)
+        if found is None:
+            say(f"skipping checkpoint {path}: unreadable, or without the records of its epochs")
             continue
-        try:
-            return torch.load(io.BytesIO(data), weights_only=True), path
-        except Exception:  # a checkpoint cut short by a crash: fall back to the one before
-            continue
-    return None, None
+        yield (*found, path)
+    yield None, [], None
 
 
-def _previous_records(store: Storage, sweep: str, key: str, state: Optional[dict]) -> list:
-    """Records an earlier attempt wrote, up to the epoch the resumed state stands at (a later
-    checkpoint may have been lost while its trial.json was already written)."""
-    if state is None:
-        return []
-    raw = store.read(sweep, "trials", key, TRIAL_FILE)
-    records = json.loads(raw)["records"] if raw else []
-    return [r for r in records if r["step"] <= state["step"]]
+def _load_checkpoint(read, store: Storage, sweep: str, key: str):
+    """(state, records) from a checkpoint folder, or None if it cannot be used."""
+    data = read(STATE_FILE)
+    if data is None:
+        return None
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+        step = int(state["step"])
+    except Exception:  # cut short by a crash, or not a trial state
+        return None
+    for source in (read(RECORDS_FILE), store.read(sweep, "trials", key, TRIAL_FILE)):
+        records = _records_up_to(source, step)
+        if records is not None:
+            return state, records
+    return None
+
+
+def _records_up_to(raw: Optional[bytes], step: int) -> Optional[list]:
+    """The records of epochs 1..step (and their rounds) from a records.json list or a trial.json
+    document; None unless every one of those epochs is there exactly once."""
+    try:
+        loaded = json.loads(raw)
+        records = loaded["records"] if isinstance(loaded, dict) else loaded
+        kept = [r for r in records if r["step"] <= step]
+        epochs = sorted(r["step"] for r in kept if r["kind"] == "epoch")
+    except Exception:  # None, truncated JSON, a foreign document
+        return None
+    return kept if epochs == list(range(1, step + 1)) else None
+
+
+def _read_local(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def _write_doc(store: Storage, sweep: str, doc: dict) -> None:
-    store.write_atomic(json.dumps(doc).encode(), sweep, "trials", doc["key"], TRIAL_FILE)
+    store.write_atomic(dumps(doc).encode(), sweep, "trials", doc["key"], TRIAL_FILE)
 
 
 def _plain(record: dict) -> dict:
@@ -157,22 +209,28 @@ def _tensorboard(store: Storage, sweep: str, key: str, resume_step: int):
         return _NullWriter()
 
 
+EPOCH_SCALARS = {"train/loss": "train_loss", "train/acc_noisy": "train_acc", "train/n_examples": "n_train",
+                 "train/lr": "lr", "val/score": "val_score", "val/best": "best_val_score",
+                 "test/acc_at_best_val": "best_test_acc", "test/acc_measured": "test_acc",
+                 "train/kept_precision": "kept_precision", "train/forget_rate": "forget_rate"}
+ROUND_SCALARS = {f"round/{k}": k for k in ("n_confident", "precision", "recall", "n_hard", "hard_precision",
+                                           "val_score")}
+
+
+def _scalars(writer, tags: dict, r: dict) -> None:
+    """One point per tag whose value this record has (unknown values are left out, never NaN)."""
+    step = r.get("step")
+    for tag, key in tags.items():
+        value = r.get(key)
+        if (step is not None and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value)):
+            writer.add_scalar(tag, value, step)
+
+
 def _log_epoch(writer, r: dict) -> None:
-    step = r["step"]
-    writer.add_scalar("train/loss", r["train_loss"], step)
-    writer.add_scalar("train/acc_noisy", r["train_acc"], step)
-    writer.add_scalar("train/n_examples", r["n_train"], step)
-    writer.add_scalar("train/lr", r["lr"], step)
-    writer.add_scalar("val/score", r["val_score"], step)
-    writer.add_scalar("val/best", r["best_val_score"], step)
-    writer.add_scalar("test/acc_at_best_val", r["best_test_acc"], step)
-    if r.get("test_acc") is not None:
-        writer.add_scalar("test/acc_measured", r["test_acc"], step)
+    _scalars(writer, EPOCH_SCALARS, r)
 
 
 def _log_round(writer, r: dict) -> None:
-    step = r["step"]
-    for name in ("n_confident", "precision", "recall", "n_hard", "hard_precision", "val_score"):
-        if r.get(name) is not None:
-            writer.add_scalar(f"round/{name}", r[name], step)
+    _scalars(writer, ROUND_SCALARS, r)
     writer.flush()

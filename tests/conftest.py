@@ -87,10 +87,11 @@ def write_idx(root, folder: str = "MNIST", n_train: int = 40, n_test: int = 10, 
 
 
 def write_clothing(root, train_per_class: int = 4, eval_per_class: int = 2, size: int = 40, noise_every: int = 3,
-                   seed: int = 0):
+                   seed: int = 0, clean_train: bool = True):
     """A stand-in Clothing1M release in the official layout: JPEGs under images/<c>/<cc>/ and the five
     annotation files. Every `noise_every`-th training image gets a wrong noisy label; half of the
-    training images have a clean label too (as in the release, where only some do)."""
+    training images have a clean label too (as in the release, where only some do), or none of them
+    with clean_train=False (a release whose clean labels cover no training key)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -111,7 +112,7 @@ def write_clothing(root, train_per_class: int = 4, eval_per_class: int = 2, size
                 if split == "train":
                     noisy = (c + 1) % 14 if n % noise_every == 0 else c
                     noisy_kv.append(f"{key} {noisy}")
-                    if n % 2 == 0:
+                    if clean_train and n % 2 == 0:
                         clean_kv.append(f"{key} {c}")
                 else:
                     clean_kv.append(f"{key} {c}")

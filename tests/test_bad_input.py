@@ -137,3 +137,87 @@ def test_cluster_without_gpus_is_refused_before_anything_is_scheduled():
     with pytest.raises(SweepError, match="no Ray node has more than 4"):
         check_resources(parse_grid({**GOOD, "resources": {"default": {"cpu": 6}}}).cells, [{"CPU": 4.0}], remote=True)
     check_resources(cells, [{"CPU": 8.0}, {"CPU": 8.0, "GPU": 1.0}], remote=True)  # fits: no error
+
+
+BODY = "datasets: [digits]\nnoise: [{type: symmetric, rates: [0.2]}]\nmethods: [ce]\n"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    # an alias bomb: nine levels of nine aliases would expand to 9**9 strings
+    ("name: sw\n" + BODY + "seeds: [1]\ndescription: {a: &a [x, x, x, x, x, x, x, x, x], "
+     + ", ".join(f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(8))
+     + "}\n", "may not use YAML aliases"),
+    ("name: ../escape\n" + BODY + "seeds: [1]\n", "name '../escape' must be a word"),
+    ("name: a/b\n" + BODY + "seeds: [1]\n", "name 'a/b' must be a word"),
+    ("name: /tmp/abs\n" + BODY + "seeds: [1]\n", "name '/tmp/abs' must be a word"),
+    ("name: has space\n" + BODY + "seeds: [1]\n", "name 'has space' must be a word"),
+    ("name: ''\n" + BODY + "seeds: [1]\n", "name '' must be a word"),
+    (BODY + "seeds: [1]\n", "name None must be a word"),
+    ("name: sw\n" + BODY + "seeds: [1180591620717411303424]\n", "every seed must be a whole number in 0 .. 4294967295"),
+    ("name: sw\n" + BODY + "seeds: [-1]\n", "'seeds' holds -1; every seed must be a whole number in 0 .."),
+    ("name: sw\n" + BODY + "seeds: [true]\n", "'seeds' holds True; every entry must be a whole number"),
+    ("name: sw\n" + BODY + "seeds: [3, 3]\n", "'seeds' holds 3 more than once"),
+    ("name: sw\ndatasets: [digits]\nnoise: [{type: symmetric, rates: ['0.2']}]\nmethods: [ce]\nseeds: [1]\n",
+     "rate '0.2' is not a number"),
+    ("name: sw\ndatasets: [digits]\nnoise: [{type: symmetric, rates: [.nan]}]\nmethods: [ce]\nseeds: [1]\n",
+     "rate nan is outside [0, 1)"),
+    ("name: sw\ndatasets: [digits]\nnoise: [{type: symmetric, rates: [.inf]}]\nmethods: [ce]\nseeds: [1]\n",
+     "rate inf is outside [0, 1)"),
+    ("- name: sw\n- datasets: [digits]\n", "a grid must be a YAML mapping"),
+    ("", "a grid must be a YAML mapping"),
+    ("name: sw\n" + BODY + "seeds: [1]\nresources: {default: {cpu: .nan}}\n", "resources.default.cpu = nan"),
+    ("name: sw\n" + BODY + "seeds: [1]\nresources: {default: {gpu: .nan}}\n", "resources.default.gpu = nan"),
+    ("name: sw\n" + BODY + "seeds: [1]\nconfig: {lr: .nan}\n", "'lr' must be a finite number, got nan"),
+    ("name: sw\n" + BODY + "seeds: [1]\nconfig: {momentum: .inf}\n", "'momentum' must be a finite number, got inf"),
+    ("name: sw\n" + BODY + "seeds: [1]\nconfig: {train_fraction: 0.0001}\n", "leaves no training examples of the 1437"),
+    ("name: sw\n" + BODY + "seeds: [1]\nconfig: {device: 'cuda:-1'}\n", "device='cuda:-1' is not one of"),
+    ("name: sw\n" + BODY + "seeds: [1]\ndescription: " + "x" * 100000 + "\n" + "y" * 900 + ": 1\n",
+     "unknown top-level key 'yyyy"),  # a huge value shown in a message is cut short
+])
+def test_hostile_grid_files(tmp_path, storage, capsys, text, fragment):
+    path = grid_file(tmp_path, None, text=text)
+    check_refused(capsys, [path, "--storage", str(storage)], fragment, tmp_path)  # nothing written anywhere
+    assert len(capsys.readouterr().err) < 1000
+
+
+def test_grid_that_is_a_folder_or_binary(tmp_path, storage, capsys):
+    folder = tmp_path / "grid-folder.yaml"
+    folder.mkdir()
+    check_refused(capsys, [str(folder), "--storage", str(storage)], "is a folder", storage)
+    binary = tmp_path / "grid.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    check_refused(capsys, [str(binary), "--storage", str(storage)], "is not a text file", storage)
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"name: sw\x00\x01\n")
+    check_refused(capsys, [str(nul), "--storage", str(storage)], "is not valid YAML", storage)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "batch_size=0"], "batch_size=0 must be at least 1"),
+    (["--set", "batch_size=-1"], "batch_size=-1 must be at least 1"),
+    (["--set", "lr=nan"], "'lr' must be a finite number, got nan"),
+    (["--set", "momentum=inf"], "'momentum' must be a finite number, got inf"),
+    (["--set", "epochs_per_stage=0"], "epochs_per_stage=0 must be at least 1"),
+    (["--set", "train_fraction=0"], "must lie strictly between 0 and 1"),
+    (["--set", "train_fraction=1"], "must lie strictly between 0 and 1"),
+    (["--set", "train_fraction=0.0001"], "leaves no training examples of the 1437"),
+    (["--set", "max_outer=0"], "max_outer=0 must be at least 1"),
+    (["--set", "device=cuda:99"], "device='cuda:99' but this machine sees"),
+    (["--set", "device=cuda:-1"], "device='cuda:-1' is not one of auto, cpu, cuda, cuda:N"),
+    (["--set", "device=cuda:abc"], "device='cuda:abc' is not one of"),
+    (["--device", "tpu"], "device='tpu' is not one of"),
+    (["--set", "precision=fp8"], "unknown precision 'fp8'"),
+    (["--set", "epochs_per_stage"], "must look like key=value"),
+    (["--set", "epochs_per_stage=" + "9" * 5000], "is not a valid int"),
+    (["--seed", "-1"], "seed=-1 is outside 0 .. 4294967295"),
+    (["--seed", str(2 ** 64)], "seed=18446744073709551616 is outside"),
+])
+def test_hostile_trial_options(capsys, args, fragment):
+    from memomentum.__main__ import main as trial_main
+
+    code = trial_main(["--dataset", "digits", *args])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert len(lines[0]) < 400

@@ -179,3 +179,29 @@ def test_cli_runs_clothing1m(release):
     for key in ("test_acc", "best_val_score", "realized_noise_rate", "epochs", "seconds"):
         assert key in result
     assert "== round outer 1 inner 1 (C" in proc.stderr
+
+
+def test_release_without_clean_training_labels_runs_to_its_result(tmp_path):
+    """In the real release most training images have no clean label; with none at all, precision,
+    recall and the realised noise rate are unknown: null in the JSON, n/a in progress lines."""
+    write_clothing(tmp_path, clean_train=False)
+    sets = [x for k, v in CLOTHING_TINY.items() for x in ("--set", f"{k}={str(v).lower()}")]
+    proc = subprocess.run([sys.executable, "-m", "memomentum", "--dataset", "clothing1m", "--data-root", str(tmp_path),
+                           "--log-every", "1", *sets], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["realized_noise_rate"] is None and len(result["rounds"]) == 4 and result["epochs"] == 4
+    assert all(r["precision"] is None and r["recall"] is None for r in result["rounds"])
+    assert result["final_precision"] is None and result["best_val_score"] > 0
+    assert "realised noise n/a" in proc.stderr and "precision n/a%  recall n/a%" in proc.stderr
+    assert "Traceback" not in proc.stderr and "NaN" not in proc.stdout
+
+
+def test_dataloader_workers_follow_the_cpus(release, monkeypatch):
+    assert [clothing.auto_workers(c) for c in (0.5, 1, 2, 3.5, 16)] == [0, 0, 2, 3, 8]
+    assert TrialConfig.from_dict({"dataset": "clothing1m"}).num_workers == -1  # auto by default
+    monkeypatch.setattr(clothing, "available_cpus", lambda: 3)
+    assert ClothingTrial(tiny(release, num_workers=-1)).workers == 3
+    assert ClothingTrial(tiny(release, num_workers=1)).workers == 1
+    with pytest.raises(ConfigError, match="num_workers=-2"):
+        tiny(release, num_workers=-2)

@@ -184,3 +184,32 @@ def test_crash_while_collecting_keeps_the_previous_tables(tmp_path, monkeypatch)
         results.Collector(store, "sw").write()
     after = {p.name: p.read_bytes() for p in (tmp_path / "sw" / "results").iterdir()}
     assert after == before  # no table replaced, no temporary file left behind
+
+
+def test_a_second_driver_on_the_same_sweep_refuses(tmp_path):
+    """Two terminals run the same command a few seconds apart: the second refuses in one line, the first
+    finishes every cell once (no duplicated rows, no trial turned back to running)."""
+    raw = {"name": "twice", "datasets": ["digits"], "noise": [{"type": "symmetric", "rates": [0.3]}],
+           "seeds": [1, 2], "methods": ["ce"], "config": {**CONFIG, "epochs_per_stage": 20}}
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(raw))
+    storage = tmp_path / "store"
+    cmd = [sys.executable, os.path.join(ROOT, "run_sweep.py"), str(grid_file), "--storage", str(storage)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (storage / "twice" / "driver.lock").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert (storage / "twice" / "driver.lock").exists(), "the first driver never took the lock"
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert second.returncode == 2, second.stderr[-2000:]
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is being run by another driver (pid" in lines[0], second.stderr
+    assert first.returncode == 0, err[-2000:]
+    table = pq.read_table(storage / "twice" / "results" / "trials.parquet").to_pylist()
+    assert sorted(t["seed"] for t in table) == [1, 2] and {t["status"] for t in table} == {"finished"}
+    assert not (storage / "twice" / "driver.lock").exists()  # released at the end

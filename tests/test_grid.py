@@ -54,7 +54,7 @@ def test_resources_and_dataset_config_apply_per_dataset():
     ({"resources": {"default": {"gpu": -1}}}, "resources.default.gpu"),
     ({"resources": {"cifar10": {"gpu": 1}}}, "neither 'default' nor one of the datasets"),
     ({"name": "bad name!"}, "name 'bad name!'"),
-    ({"seeds": [1, 1]}, "appears twice"),
+    ({"seeds": [1, 1]}, "holds 1 more than once"),
 ])
 def test_grid_mistakes_are_reported(change, fragment):
     with pytest.raises(GridError) as err:

@@ -102,3 +102,33 @@ def test_realised_rate_on_real_mnist_is_within_one_point(mnist_root, kind, rate)
     ns = noise.noisy_split("mnist", kind, rate, 1, 0.9, arrays.train_labels, arrays.train_images, 10)
     assert len(ns.noisy_labels) == 60000
     assert abs(ns.realized_noise_rate - rate) < 0.01, ns.realized_noise_rate
+
+
+def test_split_sizes_are_checked_before_anything_runs():
+    from memomentum.errors import ConfigError
+
+    assert noise.check_split(1437, 0.9) == 1293
+    with pytest.raises(ConfigError, match="leaves no training examples of the 1437"):
+        noise.check_split(1437, 0.0001)
+    with pytest.raises(ConfigError, match="leaves no training examples of the 1 in"):
+        noise.check_split(1, 0.9)
+    assert noise.check_split(10, 0.95) == 9  # one validation example is few, but a split
+
+
+@pytest.mark.parametrize("damage", ["half", "empty", "zip-header", "foreign"])
+def test_a_damaged_label_cache_is_recomputed_and_replaced(tmp_path, damage):
+    labels = torch.from_numpy(np.random.default_rng(0).integers(0, 10, 500))
+    images = torch.zeros(500, 1, 2, 2, dtype=torch.uint8)
+    first = noise.noisy_split("toy", "symmetric", 0.3, 4, 0.9, labels, images, 10, cache_dir=str(tmp_path))
+    (path,) = (tmp_path / "noise").glob("*.npz")
+    good = path.read_bytes()
+    damaged = {"half": good[: len(good) // 2], "empty": b"", "zip-header": b"PK\x03\x04" + b"junk" * 50,
+               "foreign": None}[damage]
+    if damaged is None:  # a valid archive holding labels of another data set size
+        np.savez(path, noisy=np.zeros(7, dtype=np.int64), train_idx=np.arange(5), val_idx=np.arange(5, 7))
+    else:
+        path.write_bytes(damaged)
+    again = noise.noisy_split("toy", "symmetric", 0.3, 4, 0.9, labels, images, 10, cache_dir=str(tmp_path))
+    assert torch.equal(again.noisy_labels, first.noisy_labels) and again.label_hash == first.label_hash
+    assert path.read_bytes() == good  # replaced by the recomputed file
+    assert [p.name for p in (tmp_path / "noise").iterdir()] == [path.name]  # no temporary file left

@@ -2,6 +2,7 @@
 tables and TensorBoard event files are complete, the paper table renders, and a second run of the
 same grid re-runs nothing."""
 import os
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -129,3 +130,39 @@ def test_clothing1m_runs_through_the_sweep_runner(ray_local, tmp_path):
     assert {r["stage"] for r in rounds if r["method"] == "memomentum"} == {"C"}
     md = (results / "paper_table.md").read_text()
     assert "real noise" in md and "| clothing1m | memomentum |" in md and "n/a" in md
+
+
+def test_damaged_stored_state_loses_nothing(ray_local, tmp_path):
+    """Cut one finished trial.json short, delete another, damage the noisy-label caches and delete the
+    result tables: the same command re-runs the two cells from their checkpoints, with every epoch
+    (never a 'finished' trial with missing epochs), and rebuilds the tables."""
+    import json
+    import shutil
+
+    raw = {"name": "dmg", "datasets": ["digits"], "noise": [{"type": "pairflip", "rates": [0.3]}], "seeds": [1, 2],
+           "methods": ["memomentum"], "config": {"epochs_per_stage": 3, "max_outer": 2, "max_inner": 3, "device": "cpu",
+                                                 "checkpoint_every": 2}}
+    grid = parse_grid(raw, storage=str(tmp_path))
+    assert runner.run(grid, out=lambda line: None) == 0
+    trials = tmp_path / "dmg" / "trials"
+    cut, lost = (trials / c.key / "trial.json" for c in grid.cells)
+    before = {c.key: json.loads((trials / c.key / "trial.json").read_text()) for c in grid.cells}
+    cut.write_bytes(cut.read_bytes()[:500])
+    lost.unlink()
+    for cache in Path(os.environ["MEMOMENTUM_CACHE"], "noise").glob("*.npz"):
+        cache.write_bytes(cache.read_bytes()[:100])
+    shutil.rmtree(tmp_path / "dmg" / "results")
+
+    lines = []
+    assert runner.run(grid, out=lines.append) == 0
+    assert any(line.startswith("warning: ") and grid.cells[0].key in line and "not valid JSON" in line for line in lines)
+    assert "0 already finished, 2 to run" in "\n".join(lines)
+    for cell in grid.cells:
+        doc = json.loads((trials / cell.key / "trial.json").read_text())
+        assert doc["status"] == "finished" and "checkpoint_" in (doc["resumed_from"] or "")
+        strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+        assert strip(doc["records"]) == strip(before[cell.key]["records"])  # all epochs, same values
+    table = pq.read_table(tmp_path / "dmg" / "results" / "trials.parquet").to_pylist()
+    epochs = pq.read_table(tmp_path / "dmg" / "results" / "epochs.parquet").num_rows
+    assert len(table) == 2 and {t["status"] for t in table} == {"finished"}
+    assert epochs == sum(t["epochs"] for t in table)
