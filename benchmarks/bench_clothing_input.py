@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from memomentum.clothing import JpegFolder, transforms_for  # noqa: E402
+from memomentum.stream import JpegFolder, transforms_for  # noqa: E402
 from memomentum.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main(argv=None):
         for workers in args.workers:
             loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True, num_workers=workers)
             start = time.perf_counter()
-            seen = sum(len(y) for _, y in loader)
+            seen = sum(len(y) for _, y, _ in loader)
             seconds = time.perf_counter() - start
             points.append({"workers": workers, "images": seen, "seconds": round(seconds, 2),
                            "images_per_s": round(seen / seconds, 1)})

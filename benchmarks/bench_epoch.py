@@ -55,8 +55,8 @@ def timed(fn, device):
 
 
 def bench_ours(model_name, info, device, train_x, train_y, val_x, val_y, precision, compile_model):
-    engine = Engine(device, info.mean, info.std, info.crop_padding, info.flip, info.num_classes,
-                    128, 1024, precision, seed=0)
+    engine = Engine(device=device, mean=info.mean, std=info.std, crop_padding=info.crop_padding, flip=info.flip,
+                    num_classes=info.num_classes, batch_size=128, eval_batch_size=1024, precision=precision, seed=0)
     torch.manual_seed(0)
     model = engine.prepare_model(create_model(model_name, info.num_classes, train_x.shape[1]))
     if compile_model:

@@ -21,11 +21,13 @@ from memomentum.progress import ReportGuard, dumps, format_record
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m memomentum", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="digits, mnist, fashionmnist, cifar10, cifar100")
+    p.add_argument("--dataset", help="digits, mnist, fashionmnist, cifar10, cifar100, clothing1m")
     p.add_argument("--noise-type", help="symmetric (default), pairflip or instance; clothing1m: its real noise")
     p.add_argument("--noise-rate", type=float, help="target noise rate in [0, 1) (default 0.2)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--method", default="memomentum", help="memomentum (default) or ce")
+    p.add_argument("--method", help="a name from --list-methods (default memomentum; classwise for data sets "
+                                    "streamed from disk)")
+    p.add_argument("--list-methods", action="store_true", help="list the methods and the data they run on, and exit")
     p.add_argument("--data-root", default="", help="folder with the data set files (default $MEMOMENTUM_DATA or ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -38,11 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> TrialConfig:
+    if not args.dataset:
+        raise ConfigError("give --dataset (e.g. --dataset digits), or --list-methods")
     values = {"dataset": args.dataset, "noise_type": args.noise_type, "noise_rate": args.noise_rate,
               "seed": args.seed, "method": args.method, "data_root": args.data_root, "device": args.device}
     values = {k: v for k, v in values.items() if v is not None}  # unset: the data set's defaults
     values.update(parse_assignments(args.overrides))
     return TrialConfig.from_dict(values)
+
+
+def list_methods() -> str:
+    from memomentum.data import DATASETS
+    from memomentum.methods import METHODS
+
+    lines = []
+    for name, method in METHODS.items():
+        datasets = ", ".join(d for d, info in DATASETS.items() if method.supports(info))
+        published = f"; published as {method.published}" if method.published else ""
+        lines.append(f"{name:12s} {method.summary}\n{'':12s} data sets: {datasets}{published}")
+    return "\n".join(lines)
 
 
 def write_trial_document(sweep_dir: str, doc: dict) -> str:
@@ -54,9 +70,13 @@ def write_trial_document(sweep_dir: str, doc: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.list_methods:
+        print(list_methods())
+        return 0
     try:
         cfg = config_from_args(args)
-        from memomentum.procedure import make_trial, trial_document  # imports torch; after the cheap checks
+        from memomentum.methods import make_trial  # imports torch; after the cheap checks
+        from memomentum.trial import trial_document
 
         trial = make_trial(cfg)
     except (ConfigError, DataError) as exc:

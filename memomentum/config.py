@@ -10,21 +10,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from memomentum.errors import ConfigError, short, unknown
 
-METHODS = ("memomentum", "ce")
 # Fields that say where / how fast a trial runs but never what it computes: left out of the config hash
 EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every", "num_workers")
 REAL_NOISE = "real"  # the noise type of data sets whose labels are noisy as collected (Clothing1M)
-
-# Official settings that differ by data set (SPEC §4); anything the user sets wins.
-DATASET_DEFAULTS = {
-    "clothing1m": {"noise_type": REAL_NOISE, "noise_rate": 0.0, "lr": 0.005, "weight_decay": 1e-3,
-                   "batch_size": 32, "eval_batch_size": 128, "epochs_per_stage": 5, "max_outer": 3,
-                   "max_inner": 6, "lr_milestones": (10, 20), "pretrained": True},
-}
 PRECISIONS = ("fp32", "bf16")
 SEED_MAX = 2 ** 32 - 1  # numpy's and torch's generators take any seed in 0 .. 2**32 - 1 the same way
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
@@ -38,7 +30,7 @@ class TrialConfig:
     noise_type: str = "symmetric"  # one of memomentum.noise.NOISE_TYPES
     noise_rate: float = 0.2  # target share of flipped training labels, in [0, 1)
     seed: int = 1  # 0 .. 2**32 - 1; seeds the noise, the split, every model init, shuffling and augmentation
-    method: str = "memomentum"  # memomentum (SPEC §3) or ce (plain training on all noisy labels)
+    method: str = "memomentum"  # one of memomentum.METHODS (python -m memomentum --list-methods)
     model: str = ""  # network name from memomentum.models.MODELS; "" = the data set's official one
     data_root: str = ""  # folder with the data set files; "" = $MEMOMENTUM_DATA, else ./data
     download: bool = False  # let torchvision download missing files (never needed for digits)
@@ -59,6 +51,7 @@ class TrialConfig:
     eval_batch_size: int = 1024  # evaluation and extraction batch, examples (no effect on results)
     lr_milestones: tuple = (40, 80)  # stage-B epochs (and ce epochs) where lr is multiplied by lr_gamma
     lr_gamma: float = 0.1  # lr factor at each milestone
+    class_weighted: bool = False  # class-weighted cross-entropy as the official Clothing.py (default there)
     # --- Clothing1M (SPEC §4) -----------------------------------------------------------------
     image_size: int = 256  # images are resized to image_size x image_size (crop padding = image_size / 8)
     beta: float = 0.45  # per-class model score = beta * val recall + (1 - beta) * val precision
@@ -79,12 +72,14 @@ class TrialConfig:
 
     def _check_ranges(self):
         from memomentum.data import DATASETS
+        from memomentum.methods import METHODS
         from memomentum.models import MODELS
         from memomentum.noise import NOISE_TYPES
 
         _one_of("dataset", self.dataset, DATASETS)
         _one_of("noise_type", self.noise_type, NOISE_TYPES + (REAL_NOISE,))
-        real_noise = DATASETS[self.dataset].kind == "files"
+        info = DATASETS[self.dataset]
+        real_noise = info.real_noise
         if real_noise and self.noise_type != REAL_NOISE:
             raise ConfigError(f"{self.dataset} has real label noise: leave noise_type unset (or use '{REAL_NOISE}')")
         if not real_noise and self.noise_type == REAL_NOISE:
@@ -93,6 +88,11 @@ class TrialConfig:
         if real_noise and self.noise_rate != 0:
             raise ConfigError(f"{self.dataset} has real label noise: leave noise_rate unset")
         _one_of("method", self.method, METHODS)
+        if not METHODS[self.method].supports(info):
+            fitting = sorted(name for name, m in METHODS.items() if m.supports(info))
+            raise ConfigError(f"method {self.method} does not run on {self.dataset} "
+                              f"({'streamed from disk, with a clean validation set' if info.streams else 'held in memory'}); "
+                              f"methods for {self.dataset}: {', '.join(fitting)}")
         _one_of("precision", self.precision, PRECISIONS)
         if self.model:
             _one_of("model", self.model, MODELS)
@@ -129,13 +129,10 @@ class TrialConfig:
             if key not in kinds:
                 raise ConfigError(unknown("config field", key, kinds))
             checked[key] = _check_type(key, value, kinds[key])
-        defaults = DATASET_DEFAULTS.get(checked.get("dataset", cls.dataset), {})
-        cfg = cls(**{**defaults, **checked})
-        if not cfg.model:
-            from memomentum.data import DATASETS
-
-            cfg = dataclasses.replace(cfg, model=DATASETS[cfg.dataset].model)
-        return cfg
+        dataset = checked.get("dataset", cls.dataset)
+        method = checked.get("method") or official_defaults(dataset)["method"]  # the data set's own default
+        defaults = cell_defaults(dataset, method, checked.get("noise_type"), checked.get("noise_rate"))
+        return cls(**{**defaults, "method": method, **checked})
 
     def replace(self, **changes) -> "TrialConfig":
         return TrialConfig.from_dict({**self.to_dict(), **changes})
@@ -162,16 +159,47 @@ class TrialConfig:
         keyed["dataset"] = self.dataset
         return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
+    def differences(self) -> dict:
+        """The fields whose value differs from the official settings of this cell (its data set, method
+        and noise), execution-only fields left out: what makes a trial a variant of the published setup."""
+        base = official_defaults(self.dataset, self.method, self.noise_type, self.noise_rate)
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and v != base[k]}
 
-def official_defaults(dataset: str) -> dict:
-    """Every field's default for a data set (the dataclass defaults plus DATASET_DEFAULTS)."""
+
+def cell_defaults(dataset: str, method: str, noise_type=None, noise_rate=None) -> dict:
+    """The official settings of a (data set, method, noise) cell that differ from the dataclass defaults:
+    the data set's (SPEC §4), the method's own (e.g. a baseline's optimiser, SPEC §6), and the data
+    set's for that method. Unknown names give {} (validation then says what is wrong)."""
+    from memomentum.data import DATASETS
+    from memomentum.methods import METHODS
+
+    info = DATASETS.get(dataset)
+    out = dict(info.defaults) if info is not None else {}
+    if info is not None:
+        out["model"] = info.model
+    noise_type = noise_type if noise_type is not None else out.get("noise_type", TrialConfig.noise_type)
+    noise_rate = noise_rate if noise_rate is not None else out.get("noise_rate", TrialConfig.noise_rate)
+    if method in METHODS:
+        out.update(METHODS[method].defaults(dataset, noise_type, noise_rate))
+    if info is not None:
+        out.update(info.method_defaults.get(method, {}))
+    return out
+
+
+def official_defaults(dataset: str, method: Optional[str] = None, noise_type=None, noise_rate=None) -> dict:
+    """Every field's official value: of the data set alone (method None: the dataclass defaults plus the
+    data set's), or of a whole cell (plus the method's, with the cell's method and noise filled in)."""
     out = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
-    out.update(DATASET_DEFAULTS.get(dataset, {}), dataset=dataset)
-    out["lr_milestones"] = list(out["lr_milestones"])
-    if not out["model"]:
+    if method is None:
         from memomentum.data import DATASETS
 
-        out["model"] = DATASETS[dataset].model if dataset in DATASETS else ""
+        info = DATASETS.get(dataset)
+        out.update(info.defaults if info is not None else {}, model=info.model if info is not None else "")
+    else:
+        out.update(cell_defaults(dataset, method, noise_type, noise_rate), method=method)
+        out.update({k: v for k, v in (("noise_type", noise_type), ("noise_rate", noise_rate)) if v is not None})
+    out["dataset"] = dataset
+    out["lr_milestones"] = list(out["lr_milestones"])
     return out
 
 
@@ -237,5 +265,5 @@ def _one_of(what: str, value: str, valid) -> None:
         raise ConfigError(unknown(what, value, valid))
 
 
-__all__ = ["TrialConfig", "ConfigError", "METHODS", "EXECUTION_ONLY", "REAL_NOISE", "DATASET_DEFAULTS", "PRECISIONS", "parse_value", "parse_assignments",
-           "field_types", "official_defaults"]
+__all__ = ["TrialConfig", "ConfigError", "EXECUTION_ONLY", "REAL_NOISE", "PRECISIONS", "SEED_MAX", "parse_value",
+           "parse_assignments", "field_types", "official_defaults", "cell_defaults"]

@@ -16,12 +16,13 @@ The data root is the config's `data_root`, else the environment variable MEMOMEN
 import functools
 import os
 import pickle
-from dataclasses import dataclass
-from typing import Callable, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Tuple
 
 import numpy as np
 import torch
 
+from memomentum import clothing1m
 from memomentum.errors import ConfigError, DataError, unknown
 
 DATA_ENV = "MEMOMENTUM_DATA"
@@ -37,6 +38,7 @@ class Arrays:
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A data set's registry entry: what it is, where its files are, and what it can do."""
     num_classes: int
     model: str  # the official network (SPEC §1 table)
     mean: Tuple[float, ...]  # per-channel normalisation, on the 0..1 scale
@@ -44,8 +46,12 @@ class DatasetInfo:
     crop_padding: int  # random crop with this much zero padding (0: no crop)
     flip: bool  # random horizontal flip
     files: Tuple[str, ...]  # files the loader needs, relative to the data root
-    read: Callable[[str, bool], object]  # (root, download) -> Arrays (kind "tensors") or an index
-    kind: str = "tensors"  # "tensors": whole set in memory; "files": images streamed from disk
+    read: Callable[[str, bool], object]  # (root, download) -> Arrays, or the index of a streamed data set
+    streams: bool = False  # images stay on disk and stream through DataLoader workers (else: all in memory)
+    real_noise: bool = False  # labels are noisy as collected: no synthetic noise (noise_type "real")
+    clean_val: bool = False  # ships a clean validation set, used for selection instead of a noisy split
+    defaults: Mapping[str, object] = field(default_factory=dict)  # official settings that differ here (SPEC §4)
+    method_defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # per method, on top
 
 
 def resolve_root(data_root: str = "") -> str:
@@ -53,7 +59,7 @@ def resolve_root(data_root: str = "") -> str:
 
 
 def load(name: str, data_root: str = "", download: bool = False):
-    """The data set's tensors (cached per process); for kind "files", its checked index."""
+    """The data set's tensors (cached per process); for a streamed data set, its checked index."""
     if name not in DATASETS:
         raise ConfigError(unknown("dataset", name, DATASETS))
     return _load_cached(name, os.path.abspath(resolve_root(data_root)) if DATASETS[name].files else "", download)
@@ -71,7 +77,7 @@ def _load_cached(name: str, root: str, download: bool) -> Arrays:
     except Exception as exc:  # a truncated or foreign file: say which data set and where
         raise DataError(f"could not read the {name} files under {root}: {type(exc).__name__}: {exc}; "
                         f"replace them with the original release files") from exc
-    if info.kind == "tensors":
+    if not info.streams:
         _check_arrays(name, arrays)
     return arrays
 
@@ -167,15 +173,11 @@ def _idx_files(folder: str) -> Tuple[str, ...]:
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
-def _read_clothing(root: str, download: bool):
-    from memomentum.clothing import read_index
-
-    return read_index(root)
-
-
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CLOTHING_ANNOTATIONS = ("noisy_train_key_list.txt", "noisy_label_kv.txt", "clean_label_kv.txt",
-                        "clean_val_key_list.txt", "clean_test_key_list.txt")
+# Clothing1M's official settings (SPEC §4, the official Clothing.py); `ce` trains as long as one outer loop
+CLOTHING_DEFAULTS = {"method": "classwise", "noise_type": "real", "noise_rate": 0.0, "lr": 0.005, "weight_decay": 1e-3, "batch_size": 32,
+                     "eval_batch_size": 128, "epochs_per_stage": 5, "max_outer": 3, "max_inner": 6,
+                     "lr_milestones": (10, 20), "pretrained": True, "class_weighted": True}
 
 DATASETS = {
     "digits": DatasetInfo(10, "digitsnet", (0.3,), (0.38,), 0, False, (), _read_digits),
@@ -189,6 +191,7 @@ DATASETS = {
     "cifar100": DatasetInfo(100, "resnet34", (0.507, 0.487, 0.441), (0.267, 0.256, 0.276), 4, True,
                             ("cifar-100-python/train", "cifar-100-python/test"),
                             _read_cifar("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100")),
-    "clothing1m": DatasetInfo(14, "resnet50", IMAGENET_MEAN, IMAGENET_STD, 32, True,
-                              tuple(f"annotations/{f}" for f in CLOTHING_ANNOTATIONS), _read_clothing, "files"),
+    "clothing1m": DatasetInfo(clothing1m.NUM_CLASSES, "resnet50", IMAGENET_MEAN, IMAGENET_STD, 32, True,
+                              clothing1m.FILES, clothing1m.read_index, streams=True, real_noise=True, clean_val=True,
+                              defaults=CLOTHING_DEFAULTS, method_defaults={"ce": {"epochs_per_stage": 30}}),
 }

@@ -12,12 +12,12 @@ Every random draw (shuffling, crops, flips) comes from the engine's own torch.Ge
 device, whose state is part of a trial's checkpoint.
 """
 import contextlib
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from memomentum.config import ConfigError
+from memomentum.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,9 +35,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Engine:
-    """Batch preparation and the three passes (train, predict, evaluate) for one trial."""
+    """Batch preparation and the three passes (train, predict, evaluate) for one trial.
 
-    def __init__(self, device: torch.device, mean, std, crop_padding: int, flip: bool, num_classes: int,
+        engine = Engine(device=device, mean=info.mean, std=info.std, crop_padding=info.crop_padding,
+                        flip=info.flip, num_classes=info.num_classes, batch_size=128, eval_batch_size=1024,
+                        precision="fp32", seed=0)
+    """
+
+    def __init__(self, *, device: torch.device, mean, std, crop_padding: int, flip: bool, num_classes: int,
                  batch_size: int, eval_batch_size: int, precision: str = "fp32", seed: int = 0):
         self.device = device
         self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
@@ -76,12 +81,26 @@ class Engine:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
+    @classmethod
+    def for_data(cls, info, cfg, device: torch.device, seed: int, augment: bool = True) -> "Engine":
+        """The engine of a trial on data set `info` with config `cfg` (augmentation off: no crop, no flip)."""
+        return cls(device=device, mean=info.mean, std=info.std, crop_padding=info.crop_padding if augment else 0,
+                   flip=info.flip and augment, num_classes=info.num_classes, batch_size=cfg.batch_size,
+                   eval_batch_size=cfg.eval_batch_size, precision=cfg.precision, seed=seed)
+
     # --- passes -----------------------------------------------------------------------------
-    def train_epoch(self, model, optimizer, images, labels, idx) -> Tuple[float, float]:
-        """One epoch over `idx` in a fresh random order (last batch may be short, as drop_last=False)."""
+    def batches(self, images, labels, idx, drop_last: bool = False) -> Iterator[Tuple[torch.Tensor, ...]]:
+        """(augmented inputs, labels, indices) for one epoch over `idx` in a fresh random order; the
+        last batch may be short unless `drop_last`. The order is drawn now, crops and flips per batch."""
         order = idx[torch.randperm(len(idx), generator=self.generator, device=self.device)]
-        batches = (order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size))
-        return self.fit_batches(model, optimizer, ((self.batch(images[b], augment=True), labels[b]) for b in batches))
+        stop = len(order) - len(order) % self.batch_size if drop_last else len(order)
+        chunks = (order[start:start + self.batch_size] for start in range(0, stop, self.batch_size))
+        return ((self.batch(images[b], augment=True), labels[b], b) for b in chunks)
+
+    def train_epoch(self, model, optimizer, images, labels, idx, weight: Optional[torch.Tensor] = None):
+        """One epoch over `idx` in a fresh random order (last batch may be short, as drop_last=False)."""
+        batches = self.batches(images, labels, idx)
+        return self.fit_batches(model, optimizer, ((x, y) for x, y, _ in batches), weight)
 
     def fit_batches(self, model, optimizer, batches, weight: Optional[torch.Tensor] = None) -> Tuple[float, float]:
         """One SGD step per (inputs, labels) batch with (optionally class-weighted) cross-entropy.

@@ -2,13 +2,14 @@
 
 `create_model("resnet18", 10, 3)`; an unknown name raises an error listing the valid ones.
 """
-from typing import Callable, Dict
+import os
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from memomentum.errors import ConfigError, unknown
+from memomentum.errors import ConfigError, DataError, unknown
 
 
 class LeNet(nn.Module):
@@ -117,3 +118,41 @@ def create_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(unknown("model", name, MODELS))
     return MODELS[name](num_classes=num_classes, in_channels=in_channels)
+
+
+# torchvision's ImageNet weights for the networks that have them (`pretrained: true`)
+IMAGENET_WEIGHTS = {"resnet50": ("ResNet50_Weights", "resnet50-0676ba61.pth")}
+
+
+def load_pretrained(pretrained: bool, weights_path: str, name: str) -> Optional[dict]:
+    """ImageNet state dict for network `name`: from `weights_path`, else from torchvision's store
+    (which downloads); None when not `pretrained`. A missing file fails here, before any training."""
+    if not pretrained:
+        return None
+    if name not in IMAGENET_WEIGHTS:
+        raise ConfigError(f"pretrained=true, but there are no ImageNet weights for model {name!r} "
+                          f"(only for {', '.join(IMAGENET_WEIGHTS)}); set pretrained=false")
+    weights_class, file_name = IMAGENET_WEIGHTS[name]
+    if weights_path:
+        if not os.path.isfile(weights_path):
+            raise ConfigError(f"pretrained_weights file {weights_path} not found; give the path of "
+                              f"torchvision's {name} ImageNet weights ({file_name}), or set pretrained=false")
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        import torchvision.models
+
+        return getattr(torchvision.models, weights_class).IMAGENET1K_V1.get_state_dict(progress=False)
+    except Exception as exc:
+        raise DataError(f"could not fetch torchvision's ImageNet {name} weights ({type(exc).__name__}); "
+                        f"download {file_name} where there is internet and pass pretrained_weights=PATH, "
+                        f"or set pretrained=false") from None
+
+
+def load_backbone(model: nn.Module, state: dict, name: str) -> None:
+    """Every ImageNet weight but the classifier head (`fc`), which keeps its fresh init."""
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
+        raise ConfigError(f"pretrained_weights do not fit {name}: missing {sorted(missing)[:3]}, "
+                          f"unexpected {sorted(unexpected)[:3]}")

@@ -18,7 +18,6 @@
 Every cell is built into a memomentum TrialConfig here, so a bad field, type or range is reported
 with the grid file's name before anything is scheduled.
 """
-import itertools
 import math
 import os
 import re
@@ -27,9 +26,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from memomentum.config import METHODS, REAL_NOISE, SEED_MAX, ConfigError, TrialConfig
-from memomentum.errors import short, unknown
+from memomentum.config import REAL_NOISE, SEED_MAX, ConfigError, TrialConfig
 from memomentum.data import DATASETS
+from memomentum.errors import short, unknown
+from memomentum.methods import METHODS
 from memomentum.noise import NOISE_TYPES
 
 TOP_KEYS = ("name", "description", "datasets", "noise", "seeds", "methods", "resources", "config",
@@ -165,18 +165,26 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
     if not isinstance(store, str) or not store:
         fail(f"storage must be a path or URI, got {short(store)}")
 
-    # Each data set takes the noise entries that fit it: `real` for data collected with noisy labels
-    # (Clothing1M), the synthetic types for the rest; so one grid can hold both kinds.
+    # Each data set takes the noise entries and methods that fit it: `real` noise for data collected with
+    # noisy labels (Clothing1M), the synthetic types for the rest; the methods that run on its kind of
+    # data (METHODS[m].supports). So one grid can hold both kinds.
     combos = []
     for dataset in datasets:
-        real = DATASETS[dataset].kind == "files"
-        fitting = [n for n in noise if (n[0] == REAL_NOISE) == real]
+        info = DATASETS[dataset]
+        fitting = [n for n in noise if (n[0] == REAL_NOISE) == info.real_noise]
         if not fitting:
             fail(f"dataset {dataset} has no fitting noise entry; add "
-                 f"{'{type: real}' if real else '{type: symmetric, rates: [...]}'} to 'noise'")
-        combos += [(dataset, n) for n in fitting]
+                 f"{'{type: real}' if info.real_noise else '{type: symmetric, rates: [...]}'} to 'noise'")
+        runs = [m for m in methods if METHODS[m].supports(info)]
+        if not runs:
+            fail(f"none of the methods {methods} runs on {dataset}; add one of "
+                 f"{sorted(m for m, spec in METHODS.items() if spec.supports(info))}")
+        combos += [(dataset, n, seed, m) for n in fitting for seed in seeds for m in runs]
+    for m in methods:
+        if not any(METHODS[m].supports(DATASETS[d]) for d in datasets):
+            fail(f"method {m} runs on none of the datasets {datasets}; remove it or add a data set it runs on")
     cells, seen = [], set()
-    for (dataset, (noise_type, rate)), seed, method in itertools.product(combos, seeds, methods):
+    for dataset, (noise_type, rate), seed, method in combos:
         values = {**config, **dataset_config.get(dataset, {}), "dataset": dataset, "noise_type": noise_type,
                   "noise_rate": rate, "seed": seed, "method": method}
         if root:

@@ -2,8 +2,9 @@
 
     accuracy.png             test accuracy against noise rate: a panel per data set and noise type, a line
                              per method (mean over seeds, error bars = std), published numbers as markers
-    rounds_<dataset>.png     per round of Me-Momentum: confident-set size, precision, recall and hard
-                             examples, mean over seeds, a line per noise setting
+    rounds_<dataset>.png     per round of the methods that extract training sets (memomentum,
+                             classwise): confident-set size, precision, recall and hard examples,
+                             mean over seeds, a line per noise setting
     extraction.png           one cell: per round, the extracted examples that the first classifier had
                              missed (the hard ones), split into correctly and wrongly labelled
     report.md                links the figures, embeds the paper table, and lists every trial
@@ -16,10 +17,18 @@ from typing import Dict, List
 
 import pyarrow as pa
 
+from memomentum.methods import METHODS
 from sweeps import tables as paper
 from sweeps.storage import Storage
 
-METHOD_STYLE = {"memomentum": ("tab:blue", "o"), "ce": ("tab:orange", "s")}
+_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def method_style(method: str):
+    """(colour, marker) of a method: fixed by its place in the registry, the same in every figure."""
+    i = paper.method_order(method)
+    return _COLORS[i % len(_COLORS)], _MARKERS[i % len(_MARKERS)]
 
 
 def _pyplot():
@@ -55,7 +64,7 @@ def accuracy_figure(trials: pa.Table):
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
     for ax, (dataset, kind) in zip(axes.flat, panels):
         mine = [t for t in rows if t["dataset"] == dataset and t["noise_type"] == kind]
-        for method in sorted({t["method"] for t in mine}, key=lambda m: m != "memomentum"):
+        for method in sorted({t["method"] for t in mine}, key=paper.method_order):
             by_rate = defaultdict(list)
             for t in mine:
                 if t["method"] == method:
@@ -63,7 +72,7 @@ def accuracy_figure(trials: pa.Table):
             rates = sorted(by_rate)
             means = [sum(by_rate[r]) / len(by_rate[r]) for r in rates]
             stds = [_std(by_rate[r]) for r in rates]
-            color, marker = METHOD_STYLE.get(method, ("tab:gray", "^"))
+            color, marker = method_style(method)
             ax.errorbar([r * 100 for r in rates], means, yerr=stds, color=color, marker=marker, capsize=3,
                         label=f"{method} (ours)")
             refs = [(r, paper.reference(method, dataset, kind, r)) for r in rates]
@@ -90,22 +99,23 @@ def _std(values: List[float]) -> float:
     return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
-def _rounds_by_trial(rounds: pa.Table, method: str = "memomentum") -> Dict[str, List[dict]]:
+def _rounds_by_trial(rounds: pa.Table) -> Dict[str, List[dict]]:
+    """Round records of the trials of methods that extract training sets round by round."""
     out = defaultdict(list)
     for r in rounds.to_pylist():
-        if r["method"] == method:
+        if r["method"] in METHODS and METHODS[r["method"]].rounds:
             out[r["key"]].append(r)
     return {k: sorted(v, key=lambda r: r["step"]) for k, v in out.items()}
 
 
 def _cell(r: dict) -> tuple:
-    return r["dataset"], r["noise_type"], r["noise_rate"]
+    return r["dataset"], r["noise_type"], r["noise_rate"], r["method"]
 
 
 def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
     """One figure per data set: confident-set size, precision, recall, hard examples per round."""
     by_trial = _rounds_by_trial(rounds)
-    cells = defaultdict(list)  # (dataset, type, rate) -> list of per-trial round lists
+    cells = defaultdict(list)  # (dataset, type, rate, method) -> list of per-trial round lists
     for trial_rounds in by_trial.values():
         cells[_cell(trial_rounds[0])].append(trial_rounds)
     figures = {}
@@ -114,10 +124,15 @@ def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
                ("recall", "recall (% of correct labels kept)"), ("n_hard", "hard examples (missed by round 1)")]
     for dataset in sorted({c[0] for c in cells}):
         fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-        for cell in sorted((c for c in cells if c[0] == dataset), key=lambda c: (paper.NOISE_ORDER.get(c[1], 9), c[2])):
+        mine = sorted((c for c in cells if c[0] == dataset),
+                      key=lambda c: (paper.method_order(c[3]), paper.NOISE_ORDER.get(c[1], 9), c[2]))
+        methods = sorted({c[3] for c in mine}, key=paper.method_order)
+        for cell in mine:
             trials = cells[cell]
             length = max(len(t) for t in trials)
             label = paper.column_label(cell[1], cell[2]) + f" ({len(trials)} seeds)"
+            if len(methods) > 1:
+                label = f"{cell[3]}: {label}"
             for ax, (name, title) in zip(axes, metrics):
                 xs, ys = [], []
                 for i in range(length):
@@ -130,7 +145,7 @@ def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
                 ax.set_xlabel("round (outer and inner loops, in order)")
                 ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
-        fig.suptitle(f"{dataset}: the confident set round by round (Me-Momentum, mean over seeds)")
+        fig.suptitle(f"{dataset}: the confident set round by round ({', '.join(methods)}, mean over seeds)")
         fig.tight_layout()
         figures[dataset] = fig
     return figures
@@ -158,7 +173,7 @@ def extraction_figure(rounds: pa.Table):
     ax.set_xticks(xs, [f"{r['outer']}.{r['inner']}" for r in trial], rotation=45, fontsize=8)
     ax.set_xlabel("round (outer.inner)")
     ax.set_ylabel("examples")
-    name = f"{cell[0]} {paper.column_label(cell[1], cell[2])}, seed {trial[0]['seed']}"
+    name = f"{cell[0]} {paper.column_label(cell[1], cell[2])}, {cell[3]}, seed {trial[0]['seed']}"
     ax.set_title(f"{name}: extracted examples the first classifier had missed")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
@@ -178,7 +193,7 @@ def write_report(store: Storage, sweep: str, tables: Dict[str, pa.Table]) -> Lis
     for dataset, fig in rounds_figures(tables["rounds"]).items():
         files[f"rounds_{dataset}.png"] = _png(fig)
         figures.append((f"rounds_{dataset}.png", f"{dataset}: confident-set size, precision, recall and hard "
-                                                 f"examples per round of Me-Momentum, mean over seeds."))
+                                                 f"examples per round, mean over seeds."))
     fig, name = extraction_figure(tables["rounds"])
     if fig is not None:
         files["extraction.png"] = _png(fig)

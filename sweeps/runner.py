@@ -120,14 +120,10 @@ def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
 
 
 def expected_epochs(cell: Cell):
-    """(typical, worst-case) epochs of one trial; typical follows what the procedure usually does:
-    stage A stops after ~50 epochs and about 2.5 stage-B rounds run per outer loop."""
-    c = cell.config
-    if c.method == "ce":
-        return float(c.epochs_per_stage), c.epochs_per_stage
-    rounds = min(c.max_inner - 1, 2.5)
-    typical = c.max_outer * (min(c.epochs_per_stage, 50) + rounds * c.epochs_per_stage)
-    return typical, c.max_outer * c.max_inner * c.epochs_per_stage
+    """(typical, worst-case) epochs of one trial, as its method expects them."""
+    from memomentum.methods import METHODS
+
+    return METHODS[cell.config.method].epochs(cell.config)
 
 
 def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int] = None,

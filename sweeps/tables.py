@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
+from memomentum.methods import METHODS
+
 NOISE_ORDER = {"symmetric": 0, "pairflip": 1, "instance": 2}
 NOISE_SHORT = {"symmetric": "sym", "pairflip": "pair", "instance": "inst"}
 
@@ -28,7 +30,6 @@ _PUBLISHED = {
 PUBLISHED: Dict[Tuple[str, str, str, float], Tuple[float, Optional[float]]] = {
     (method, dataset, kind, rate): value
     for (method, dataset), values in _PUBLISHED.items() for (kind, rate), value in zip(_COLUMNS, values)}
-OURS_TO_PUBLISHED = {"memomentum": "Me-Momentum"}
 
 PAPER_TABLE = pa.schema([
     ("dataset", pa.string()), ("method", pa.string()), ("variant", pa.string()),
@@ -38,8 +39,15 @@ PAPER_TABLE = pa.schema([
 
 
 def reference(method: str, dataset: str, noise_type: str, rate: float):
-    name = OURS_TO_PUBLISHED.get(method)
+    """The published (mean, std or None) of our method `method` in a cell, or None."""
+    name = METHODS[method].published if method in METHODS else None
     return PUBLISHED.get((name, dataset, noise_type, round(rate, 4))) if name else None
+
+
+def method_order(method: str) -> int:
+    """Registry order: the paper's method first, then its baselines."""
+    names = list(METHODS)
+    return names.index(method) if method in names else len(names)
 
 
 def paper_table(trials: pa.Table) -> pa.Table:
@@ -71,14 +79,14 @@ def variant(trial_row: dict) -> str:
 
 
 def zero_by_rule(trials: pa.Table) -> int:
-    """Finished Me-Momentum trials whose stage B never beat stage A, so the official rule reports 0."""
-    return sum(1 for r in trials.to_pylist() if r["status"] == "finished" and r["method"] == "memomentum"
-               and r.get("best_stage") is None)
+    """Finished trials in which no epoch ever set the test accuracy, so they report 0 (for memomentum:
+    stage B never beat stage A, the official rule)."""
+    return sum(1 for r in trials.to_pylist() if r["status"] == "finished" and r.get("best_stage") is None)
 
 
 def _sort_key(item):
     (dataset, method, mode, kind, rate), _ = item
-    return dataset, method != "memomentum", method, mode, NOISE_ORDER.get(kind, 9), rate
+    return dataset, method_order(method), method, mode, NOISE_ORDER.get(kind, 9), rate
 
 
 def column_label(kind: str, rate: float) -> str:
@@ -124,9 +132,10 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
         lines.append(f"| {dataset} | {label} | " + " | ".join(rendered) + " |")
     zeros = zero_by_rule(trials) if trials is not None else 0
     if zeros:
-        lines += ["", f"Note: {zeros} Me-Momentum trial(s) report 0: no stage-B epoch beat stage A's best "
-                      f"validation score, and the official rule takes the test accuracy from stage B only "
-                      f"(likely with a small validation set; `select_stage_a: true` lets stage A count)."]
+        lines += ["", f"Note: {zeros} trial(s) report 0: no epoch ever set their test accuracy. For "
+                      f"memomentum this is the official rule when no stage-B epoch beats stage A's best "
+                      f"validation score (likely with a small validation set; `select_stage_a: true` lets "
+                      f"stage A count)."]
     baselines = _baseline_rows({r["dataset"] for r in rows}, columns)
     if baselines:
         lines += ["", "Published baselines (same source), for context:", "",

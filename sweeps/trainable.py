@@ -35,11 +35,12 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     from ray import tune
     import ray
 
-    from memomentum.clothing import auto_workers
     from memomentum.config import AUTO_WORKERS, TrialConfig
     from memomentum.errors import ConfigError
-    from memomentum.procedure import make_trial, trial_document
+    from memomentum.methods import make_trial
     from memomentum.progress import ReportGuard, format_record
+    from memomentum.stream import auto_workers
+    from memomentum.trial import trial_document
 
     # one line per checkpoint from Ray would drown the per-round progress lines
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -63,9 +64,9 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
             say(f"cannot resume from {source} ({exc}); trying an older checkpoint or a fresh start")
     doc = trial_document(trial, records, cell=cell, node_id=ray.get_runtime_context().get_node_id(),
                          pid=os.getpid(), resumed_from=source, started=time.time())
-    writer = guard("opening TensorBoard", _tensorboard, store, sweep, cell["key"], trial.s["step"]) or _NullWriter()
+    writer = guard("opening TensorBoard", _tensorboard, store, sweep, cell["key"], trial.s.step) or _NullWriter()
     guard("the start line", lambda: say(f"on {trial.device} (node {doc['node_id'][:8]}), " + (
-        f"resuming at epoch {trial.s['step']} from {source}" if source else "fresh start")))
+        f"resuming at epoch {trial.s.step} from {source}" if source else "fresh start")))
 
     pending = None  # the last epoch record, reported once its round (if it ends one) is merged in
     for record in trial.records():
@@ -84,7 +85,7 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
             guard("a progress line", lambda: say(format_record(record)))
             pending.update({f"round_{k}": v for k, v in record.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            if not trial.s["done"]:
+            if not trial.s.done:
                 pending = _checkpoint(tune, trial, store, sweep, doc, pending)
         else:  # the result
             doc.update(status="finished", finished=time.time(), result=_plain(record))

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from memomentum import clothing
-from memomentum.clothing import ClothingTrial, class_scores, class_weights, per_class_stats, select_classwise, update_best
+from memomentum import clothing1m, stream
+from memomentum.methods.ce import CETrial
+from memomentum.methods.classwise import (ClassWiseTrial as ClothingTrial, class_scores, per_class_stats,
+                                          select_classwise, update_best)
+from memomentum.trial import class_weights
 from memomentum.config import ConfigError, TrialConfig
 from memomentum.data import DataError, check_files, load
 from tests.conftest import CLOTHING_TINY, write_clothing
@@ -26,7 +29,8 @@ def release(tmp_path_factory):
 
 
 def tiny(root, **kw):
-    return TrialConfig.from_dict({"dataset": "clothing1m", "data_root": root, **CLOTHING_TINY, **kw})
+    return TrialConfig.from_dict({"dataset": "clothing1m", "method": "classwise", "data_root": root, **CLOTHING_TINY,
+                                  **kw})
 
 
 def test_official_clothing_defaults():
@@ -53,8 +57,8 @@ def test_index_from_the_official_annotation_files(release, monkeypatch):
     def boom(path):
         raise AssertionError("re-parsed although cached")
 
-    monkeypatch.setattr(clothing, "_read_kv", boom)
-    again = clothing.read_index(release)  # the cached index, no parsing
+    monkeypatch.setattr(clothing1m, "_read_kv", boom)
+    again = clothing1m.read_index(release)  # the cached index, no parsing
     assert np.array_equal(again.train_noisy, index.train_noisy)
 
 
@@ -67,11 +71,11 @@ def test_broken_releases_are_data_errors(tmp_path):
     with open(tmp_path / "b" / "annotations" / "noisy_train_key_list.txt", "a") as fh:
         fh.write("images/9/99/unknown.jpg\n")
     with pytest.raises(DataError, match="has no label in"):
-        clothing.read_index(str(tmp_path / "b"))
+        clothing1m.read_index(str(tmp_path / "b"))
     splits = write_clothing(tmp_path / "c")
     os.remove(tmp_path / "c" / splits["test"][-1])
     with pytest.raises(DataError, match="is missing under"):
-        clothing.read_index(str(tmp_path / "c"))
+        clothing1m.read_index(str(tmp_path / "c"))
 
 
 def test_per_class_recall_precision_and_beta_score():
@@ -165,7 +169,7 @@ def test_local_weights_file_initialises_the_backbone(release, tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(source.state_dict(), path)
     trial = ClothingTrial(tiny(release, pretrained=True, pretrained_weights=str(path)))
-    model = trial._fresh_model(1)
+    model = trial.fresh_model(1)
     assert torch.equal(model.conv1.weight, source.conv1.weight) and model.fc.out_features == 14
 
 
@@ -198,10 +202,10 @@ def test_release_without_clean_training_labels_runs_to_its_result(tmp_path):
 
 
 def test_dataloader_workers_follow_the_cpus(release, monkeypatch):
-    assert [clothing.auto_workers(c) for c in (0.5, 1, 2, 3.5, 16)] == [0, 0, 2, 3, 8]
+    assert [stream.auto_workers(c) for c in (0.5, 1, 2, 3.5, 16)] == [0, 0, 2, 3, 8]
     assert TrialConfig.from_dict({"dataset": "clothing1m"}).num_workers == -1  # auto by default
-    monkeypatch.setattr(clothing, "available_cpus", lambda: 3)
-    assert ClothingTrial(tiny(release, num_workers=-1)).workers == 3
-    assert ClothingTrial(tiny(release, num_workers=1)).workers == 1
+    monkeypatch.setattr(stream, "available_cpus", lambda: 3)
+    assert ClothingTrial(tiny(release, num_workers=-1)).feed.workers == 3
+    assert ClothingTrial(tiny(release, num_workers=1)).feed.workers == 1
     with pytest.raises(ConfigError, match="num_workers=-2"):
         tiny(release, num_workers=-2)

@@ -39,7 +39,8 @@ def test_batch_flip_mirrors_about_half():
 
 
 def test_padding_happens_before_normalisation():
-    eng = Engine(torch.device("cpu"), (0.5,), (0.25,), 4, False, 10, 8, 8)
+    eng = Engine(device=torch.device("cpu"), mean=(0.5,), std=(0.25,), crop_padding=4, flip=False, num_classes=10,
+                 batch_size=8, eval_batch_size=8)
     x = torch.full((256, 1, 6, 6), 255, dtype=torch.uint8)
     out = eng.batch(x, augment=True)
     assert set(out.unique().tolist()) <= {(0 - 0.5) / 0.25, (1 - 0.5) / 0.25}
@@ -59,7 +60,8 @@ def test_lr_schedule_matches_multisteplr():
 
 def test_train_epoch_learns_and_predict_needs_no_grad():
     torch.manual_seed(0)
-    eng = Engine(torch.device("cpu"), (0.5,), (0.5,), 0, False, 2, 16, 64)
+    eng = Engine(device=torch.device("cpu"), mean=(0.5,), std=(0.5,), crop_padding=0, flip=False, num_classes=2,
+                 batch_size=16, eval_batch_size=64)
     images = torch.randint(0, 256, (64, 1, 2, 2), dtype=torch.uint8)
     labels = (images.float().mean((1, 2, 3)) > 127).long()
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from memomentum import procedure
+from memomentum.methods import make_trial
 from memomentum.config import TrialConfig
 from sweeps.grid import parse_grid
 
@@ -26,7 +26,7 @@ def reference_records(cfg_values: dict) -> list:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return [r for r in procedure.Trial(TrialConfig.from_dict(cfg_values)).records() if r["kind"] != "result"]
+        return [r for r in make_trial(TrialConfig.from_dict(cfg_values)).records() if r["kind"] != "result"]
     finally:
         torch.set_num_threads(threads)
 

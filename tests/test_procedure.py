@@ -9,10 +9,14 @@ import sys
 import pytest
 import torch
 
-from memomentum import procedure
+from memomentum import trial as trial_mod
 from memomentum.config import ConfigError, TrialConfig
-from memomentum.engine import Engine
-from memomentum.procedure import Trial, extract_confident
+from memomentum.data import DATASETS
+from memomentum.engine import Engine, state_copy
+from memomentum.memory import MemoryFeed, TrialData
+from memomentum.methods import make_trial, run
+from memomentum.methods.ce import CETrial
+from memomentum.methods.memomentum import MeMomentumTrial as Trial, extract_confident
 
 
 def small(**kw) -> TrialConfig:
@@ -23,7 +27,7 @@ def small(**kw) -> TrialConfig:
 
 @pytest.fixture(scope="module")
 def digits_data():
-    return procedure.prepare(small(), torch.device("cpu"))
+    return trial_mod.prepare(small(), torch.device("cpu"))
 
 
 class Script:
@@ -33,7 +37,7 @@ class Script:
         self.trial_ref, self.a, self.b, self.default = trial_ref, list(a), list(b), default
 
     def __call__(self, model):
-        queue = self.a if self.trial_ref[0].s["inner"] == 0 else self.b
+        queue = self.a if self.trial_ref[0].s.inner == 0 else self.b
         return queue.pop(0) if queue else self.default
 
 
@@ -101,8 +105,8 @@ def test_outer_loop_two_starts_a_fresh_model_on_the_last_confident_set(digits_da
 
     def spy(self):
         original(self)
-        if self.s["inner"] == 0:
-            starts.append((self.s["outer"], procedure.state_copy(self._model), self.s["keep"]))
+        if self.s.inner == 0:
+            starts.append((self.s.outer, state_copy(self._model), self.s.keep))
 
     monkeypatch.setattr(Trial, "_start_round", spy)
     trial = Trial(small(max_outer=2, max_inner=3), data=digits_data)
@@ -115,7 +119,7 @@ def test_outer_loop_two_starts_a_fresh_model_on_the_last_confident_set(digits_da
     assert all(r["n_train"] == last_of_outer1["n_confident"] for r in records
                if r["kind"] == "epoch" and r["outer"] == 2 and r["inner"] == 0)
     (o1, init1, _), (o2, init2, keep_before) = starts
-    fresh2 = trial._fresh_model(2).state_dict()
+    fresh2 = trial.fresh_model(2).state_dict()
     assert (o1, o2) == (1, 2)
     for name, value in init2.items():  # outer 2 begins from its own seeded init, not from `keep`
         assert torch.equal(value, fresh2[name])
@@ -135,9 +139,11 @@ def test_extraction_scans_only_the_training_split():
         def forward(self, x):  # mean 0, std 1/255 undo the /255: x is the label
             return torch.nn.functional.one_hot(x.view(-1).round().long(), 10).float()
 
-    engine = Engine(torch.device("cpu"), (0.0,), (1 / 255,), 0, False, 10, 32, 64)
+    engine = Engine(device=torch.device("cpu"), mean=(0.0,), std=(1 / 255,), crop_padding=0, flip=False,
+                    num_classes=10, batch_size=32, eval_batch_size=64)
     train_idx = torch.arange(0, n, 2)
-    got = extract_confident(engine, Oracle(), images, noisy, train_idx, augment=False)
+    data = TrialData(images, noisy, clean, train_idx, torch.arange(1, n, 2), images, clean, DATASETS["digits"], 0.0, "")
+    got = extract_confident(MemoryFeed(data, engine, val_augment=False), Oracle(), train_idx, augment=False)
     expected = train_idx[noisy[train_idx] == clean[train_idx]]
     assert torch.equal(got, expected)
     assert not torch.isin(got, torch.arange(1, n, 2)).any()
@@ -161,8 +167,8 @@ def test_confident_sets_stay_inside_the_training_split(digits_data):
     trial = Trial(small(), data=digits_data)
     for record in trial.records():
         if record["kind"] == "round":
-            assert torch.isin(trial.s["train_idx"], digits_data.train_idx).all()
-            assert not torch.isin(trial.s["train_idx"], digits_data.val_idx).any()
+            assert torch.isin(trial.s.confident_idx, digits_data.train_idx).all()
+            assert not torch.isin(trial.s.confident_idx, digits_data.val_idx).any()
 
 
 @pytest.mark.parametrize("checkpoint_every, cut", [(0, 2), (0, 5), (2, 3), (2, 8)])
@@ -196,7 +202,7 @@ def test_checkpoint_of_another_config_is_refused(digits_data):
 
 def test_ce_is_one_scheduled_stage_on_all_noisy_labels(digits_data):
     cfg = small(method="ce", epochs_per_stage=4, lr_milestones=[2, 3])
-    records = list(Trial(cfg, data=digits_data).records())
+    records = list(CETrial(cfg, data=digits_data).records())
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["lr"] for r in epochs] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
     assert all(r["n_train"] == len(digits_data.train_idx) for r in epochs)
@@ -235,7 +241,7 @@ def test_cli_user_mistakes_are_one_line_and_exit_2(args, fragment):
 
 
 def test_library_does_not_import_ray():
-    code = ("import sys, memomentum, memomentum.procedure, memomentum.__main__; "
+    code = ("import sys, memomentum, memomentum.methods, memomentum.__main__; "
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
@@ -245,7 +251,7 @@ def test_real_mnist_trial_smoke(mnist_root):
     cfg = TrialConfig.from_dict({"dataset": "mnist", "data_root": mnist_root, "noise_type": "instance",
                                  "noise_rate": 0.4, "device": "cpu", "epochs_per_stage": 1, "max_outer": 1,
                                  "max_inner": 2})
-    result = procedure.run(cfg)
+    result = run(cfg)
     assert result["epochs"] == 2 and len(result["rounds"]) == 2
     assert abs(result["realized_noise_rate"] - 0.4) < 0.01
     assert 0 < result["rounds"][1]["n_confident"] < 54000

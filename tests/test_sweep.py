@@ -119,17 +119,17 @@ def test_collect_rebuilds_the_tables(finished_sweep):
 def test_clothing1m_runs_through_the_sweep_runner(ray_local, tmp_path):
     write_clothing(tmp_path / "release")
     raw = {"name": "cloth", "datasets": ["clothing1m"], "noise": [{"type": "real"}], "seeds": [1],
-           "methods": ["memomentum", "ce"], "config": CLOTHING_TINY, "data_root": str(tmp_path / "release")}
+           "methods": ["classwise", "ce"], "config": CLOTHING_TINY, "data_root": str(tmp_path / "release")}
     grid = parse_grid(raw, storage=str(tmp_path / "store"))
     assert runner.run(grid, out=lambda line: None) == 0
     results = tmp_path / "store" / "cloth" / "results"
     trials = pq.read_table(results / "trials.parquet").to_pylist()
-    assert {(t["method"], t["status"], t["noise_type"]) for t in trials} == {("memomentum", "finished", "real"),
+    assert {(t["method"], t["status"], t["noise_type"]) for t in trials} == {("classwise", "finished", "real"),
                                                                              ("ce", "finished", "real")}
     rounds = pq.read_table(results / "rounds.parquet").to_pylist()
-    assert {r["stage"] for r in rounds if r["method"] == "memomentum"} == {"C"}
+    assert {r["stage"] for r in rounds if r["method"] == "classwise"} == {"C"}
     md = (results / "paper_table.md").read_text()
-    assert "real noise" in md and "| clothing1m | memomentum |" in md and "n/a" in md
+    assert "real noise" in md and "| clothing1m | classwise |" in md and "n/a" in md
 
 
 def test_damaged_stored_state_loses_nothing(ray_local, tmp_path):

@@ -55,7 +55,7 @@ def test_zero_by_official_rule_is_footnoted():
     t = trials([{"dataset": "digits", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
                  "seed": s, "test_acc": a, "best_stage": b} for s, a, b in ((1, 96.0, "B"), (2, 0.0, None))])
     md = tables.render_markdown(tables.paper_table(t), t)
-    assert "1 Me-Momentum trial(s) report 0" in md
+    assert "Note: 1 trial(s) report 0" in md
     staged = trials([{"dataset": "digits", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
                       "seed": 1, "test_acc": 96.0, "best_stage": "A", "select_stage_a": True}])
     assert tables.paper_table(staged).to_pylist()[0]["variant"] == "stage-A selection"

@@ -1,0 +1,259 @@
+"""What every method shares: the trial's data on its device, the record stream, the clock, the loop
+state that checkpoints hold, resuming, the result, and the per-trial document a sweep collects.
+
+    trial = make_trial(cfg)                 # memomentum.methods: loads data, noisy labels, split
+    for record in trial.records():          # {"kind": "epoch" | "round" | "result", ...}
+        if record.get("resumable"):
+            torch.save(trial.state_dict(), path)   # loadable with torch.load(..., weights_only=True)
+    make_trial(cfg, state=torch.load(path, weights_only=True)).records()   # continues with the same records
+
+A method is a `Trial` subclass (one module under memomentum/methods/) that defines its loop state
+(a `LoopState` subclass), `_round` (train the epochs of one round, yielding records through
+`_epoch_records`) and `_end_round` (the round's record and what comes next). Clean labels are read
+only by `diagnostics`, never by a decision.
+"""
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from memomentum import memory, stream
+from memomentum.data import DATASETS
+from memomentum.engine import Engine, resolve_device, state_copy
+from memomentum.errors import ConfigError
+from memomentum.models import create_model, load_backbone, load_pretrained
+from memomentum.progress import fmt
+
+STATE_VERSION = 2  # 2: typed loop state (confident_idx), methods as modules
+
+
+@dataclass
+class LoopState:
+    """Where a trial stands. Everything here goes into checkpoints (tensors on the CPU there)."""
+    config_hash: str  # the config the state belongs to: a checkpoint of another config is refused
+    confident_idx: torch.Tensor  # the examples the current round trains on: at first the split's training
+    #                              examples, then each extraction's confident set
+    outer: int = 1
+    inner: int = 0
+    epoch: int = 0  # epochs trained in the current round
+    step: int = 0  # epochs trained in the whole trial
+    done: bool = False
+    elapsed: float = 0.0  # seconds of training so far, over every attempt
+    best_val: float = 0.0  # the trial's best validation score that set the reported test accuracy
+    best_test: float = 0.0  # the test accuracy at best_val
+    best_stage: Optional[str] = None  # the stage that set it (None: none did)
+    first_idx: Optional[torch.Tensor] = None  # the first classifier's extraction: reference for "hard" examples
+    model: Optional[dict] = None  # the live model and optimizer inside a round (in checkpoints only)
+    optimizer: Optional[dict] = None
+    rounds: List[dict] = field(default_factory=list)
+    version: int = STATE_VERSION
+
+
+def derive_seed(seed: int, purpose: int) -> int:
+    """An independent seed for one purpose (noise, split, engine, each outer loop's init) of a trial seed."""
+    return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
+
+
+def prepare(cfg, device: torch.device):
+    """The trial data of cfg's data set: in memory on `device`, or streamed from disk."""
+    info = DATASETS[cfg.dataset]
+    return stream.prepare(cfg) if info.streams else memory.prepare(cfg, device)
+
+
+class Trial:
+    """The shared machinery of every method; subclasses hold only their own loop."""
+
+    State = LoopState
+
+    def __init__(self, cfg, data=None, state: Optional[dict] = None, scorer: Optional[Callable] = None):
+        """`data`: prepared trial data to share between trials (tests); `scorer(model) -> float`
+        replaces the validation score (tests script it); None = the real one."""
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.pretrained = load_pretrained(cfg.pretrained, cfg.pretrained_weights, cfg.model)  # fails before training
+        self.data = data if data is not None else prepare(cfg, self.device)
+        info = self.data.info
+        seed = derive_seed(cfg.seed, 3)
+        if info.streams:
+            engine = Engine.for_data(info, cfg, self.device, seed=0, augment=False)  # autocast, placement
+            self.feed = stream.StreamFeed(self.data, engine, cfg, seed)
+        else:
+            self.feed = memory.MemoryFeed(self.data, Engine.for_data(info, cfg, self.device, seed), cfg.val_augment)
+        self.engine = self.feed.engine
+        self.scorer = scorer or self.feed.val_score
+        self._model = self._optimizer = None
+        self.s = self.initial_state()
+        if state is not None:
+            self.load_state_dict(state)
+
+    def initial_state(self) -> LoopState:
+        return self.State(config_hash=self.cfg.config_hash(), confident_idx=self.data.train_idx)
+
+    # --- the record stream ------------------------------------------------------------------
+    def records(self) -> Iterator[dict]:
+        self._clock = (time.perf_counter(), self.s.elapsed)
+        while not self.s.done:
+            yield from self._round()
+        self._tick()
+        yield self.result()
+
+    def _round(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def _end_round(self) -> dict:
+        raise NotImplementedError
+
+    def _epoch_records(self, round_over: bool, **values) -> Iterator[dict]:
+        """The record of the epoch just trained and, when it ends its round, the round's record."""
+        s = self.s
+        self._tick()
+        record = {"kind": "epoch", "outer": s.outer, "inner": s.inner, "epoch": s.epoch, "step": s.step,
+                  "n_train": len(s.confident_idx), **values, "best_val_score": s.best_val,
+                  "best_test_acc": s.best_test, "seconds": s.elapsed}
+        if round_over:
+            round_record = self._end_round()
+            yield {**record, "resumable": False}
+            yield round_record
+            return
+        record["resumable"] = bool(self.cfg.checkpoint_every) and s.epoch % self.cfg.checkpoint_every == 0
+        yield record
+
+    def _round_record(self, stage: str, val_score: float, stage_best: float) -> dict:
+        """The record that ends a round (also kept in the state's `rounds`), with the diagnostics of the
+        examples the round trained on."""
+        s = self.s
+        record = {"kind": "round", "outer": s.outer, "inner": s.inner, "stage": stage, "epochs": s.epoch,
+                  "step": s.step, **self.diagnostics(s.confident_idx), "val_score": val_score,
+                  "stage_best": stage_best, "best_val_score": s.best_val, "test_acc": s.best_test}
+        s.rounds.append({k: v for k, v in record.items() if k != "kind"})
+        return record
+
+    def _tick(self) -> None:
+        start, base = self._clock
+        self.s.elapsed = base + time.perf_counter() - start
+
+    def _improve(self, score: float, stage: str) -> Optional[float]:
+        """A new best validation score of the trial: measure and keep the test accuracy of the live model."""
+        s = self.s
+        s.best_val, s.best_stage = score, stage
+        s.best_test = self.feed.test_accuracy(self._model)
+        return s.best_test
+
+    # --- reporting --------------------------------------------------------------------------
+    def describe(self) -> str:
+        train, val, test = self.feed.sizes()
+        return f"realised noise {fmt(self.data.realized_noise_rate, '.4f')}; train {train}, val {val}, test {test}"
+
+    def diagnostics(self, idx: torch.Tensor) -> dict:
+        """Confident-set quality from CLEAN labels (never used for a decision), in %. Examples whose
+        clean label is unknown (-1, as for most of Clothing1M) are left out of both shares."""
+        d, first = self.data, self.s.first_idx
+        known = d.clean_labels >= 0
+        right = (d.noisy_labels == d.clean_labels) & known
+        n_right_train = int(right[d.train_idx].sum())
+        chosen_known, chosen_right = known[idx], right[idx]
+        n_chosen_right = int(chosen_right.sum())
+        out = {"n_confident": len(idx),
+               "precision": _pct(n_chosen_right, int(chosen_known.sum())),
+               "recall": _pct(n_chosen_right, n_right_train),
+               "n_hard": 0, "hard_precision": None}
+        if first is not None:
+            hard = ~torch.isin(idx, first)
+            out["n_hard"] = int(hard.sum())
+            out["hard_precision"] = _pct(int(chosen_right[hard].sum()), int(chosen_known[hard].sum()))
+        return out
+
+    def result(self) -> dict:
+        cfg, s, d = self.cfg, self.s, self.data
+        last = s.rounds[-1] if s.rounds else {}
+        return {"kind": "result", "dataset": cfg.dataset, "noise_type": cfg.noise_type,
+                "noise_rate": cfg.noise_rate, "seed": cfg.seed, "method": cfg.method, "model": cfg.model,
+                "precision_mode": cfg.precision,
+                "test_acc": s.best_test, "best_val_score": s.best_val, "best_stage": s.best_stage,
+                "realized_noise_rate": d.realized_noise_rate, "epochs": s.step,
+                "seconds": round(s.elapsed, 3), "n_rounds": len(s.rounds),
+                "final_n_confident": last.get("n_confident"), "final_precision": last.get("precision"),
+                "final_recall": last.get("recall"), "label_hash": d.label_hash,
+                "config_hash": cfg.config_hash(), "device": str(self.device), "rounds": list(s.rounds)}
+
+    # --- models -----------------------------------------------------------------------------
+    def fresh_model(self, outer: int, purpose: int = 100):
+        """A new network whose initial weights depend only on (seed, purpose + outer), whatever ran before;
+        ImageNet backbone weights on top where the config asks for them."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, purpose + outer))
+            model = create_model(self.cfg.model, self.data.info.num_classes, self.feed.in_channels)
+        if self.pretrained is not None:
+            load_backbone(model, self.pretrained, self.cfg.model)
+        model = self.engine.prepare_model(model)
+        if self.cfg.compile:
+            model.compile()  # in place: state_dict keys stay those of the plain module
+        return model
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly; tensors on the CPU; safe for weights_only loading."""
+        state = {f.name: getattr(self.s, f.name) for f in dataclasses.fields(self.s)}
+        state["generator"] = self.feed.generator.get_state()
+        state.update(self._live_state())
+        return _to_device(state, torch.device("cpu"))
+
+    def _live_state(self) -> dict:
+        """The live model and optimizer inside a round (a method with more of them overrides this)."""
+        if self._model is None:
+            return {}
+        return {"model": state_copy(self._model), "optimizer": self._optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION or state.get("config_hash") != self.cfg.config_hash():
+            raise ConfigError("the checkpoint belongs to a different trial configuration (or version); "
+                              "start this trial afresh or restore the matching config")
+        state = dict(state)
+        generator = state.pop("generator")
+        try:
+            s = self.State(**_to_device(state, self.feed.state_device))
+        except TypeError as exc:  # fields of another method
+            raise ConfigError(f"the checkpoint does not fit method {self.cfg.method} ({exc})") from None
+        self.feed.generator.set_state(generator)
+        self.s = s
+
+
+def class_weights(train_counts: np.ndarray, val_counts: np.ndarray) -> np.ndarray:
+    """Class weights of the official Clothing.py: mean(train) / train * val / mean(val); a class absent
+    from training gets weight 0 (officially inf, which never meets an example, so the loss is the same)."""
+    train = train_counts.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        w = np.where(train > 0, train.mean() / np.maximum(train, 1), 0.0) * val_counts / val_counts.mean()
+    return w
+
+
+def _to_device(obj, device: torch.device):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to(device, copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _pct(part: int, whole: int) -> Optional[float]:
+    return round(100.0 * part / whole, 4) if whole else None
+
+
+def trial_document(trial: Trial, records: list, status: str = "running", result: Optional[dict] = None,
+                   **extra) -> dict:
+    """The per-trial file a sweep collects (trials/<key>/trial.json): identity, resolved config,
+    noisy-label hash, status, records so far and the result. Written by the Tune trainable and by
+    `python -m memomentum --sweep-dir`, so both feed the same tables."""
+    cfg = trial.cfg
+    return {"key": cfg.trial_key(), "name": cfg.trial_name(), "config": cfg.to_dict(), "status": status,
+            "device": str(trial.device), "label_hash": trial.data.label_hash,
+            "realized_noise_rate": trial.data.realized_noise_rate, "records": records, "result": result, **extra}
