@@ -86,9 +86,14 @@ def collect(sweep_dir: str, figures: bool = False) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `memomentum-sweep` command of an installed package, the same as `python run_sweep.py`."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue the sweep", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry()

@@ -22,8 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m memomentum", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="digits, mnist, fashionmnist, cifar10, cifar100, clothing1m")
-    p.add_argument("--noise-type", help="symmetric (default), pairflip or instance; clothing1m: its real noise")
+    p.add_argument("--noise-type", help="symmetric (default), pairflip, instance, or human (CIFAR-N label files); "
+                                        "clothing1m: its real noise")
     p.add_argument("--noise-rate", type=float, help="target noise rate in [0, 1) (default 0.2)")
+    p.add_argument("--noise-label", help="--noise-type human (CIFAR-N): the label set: aggre, random1, random2, random3, "
+                                         "worst (cifar10) or noisy (cifar100), read from <data root>/CIFAR-N/")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--method", help="a name from --list-methods (default memomentum; classwise for data sets "
                                     "streamed from disk)")
@@ -43,6 +46,7 @@ def config_from_args(args) -> TrialConfig:
     if not args.dataset:
         raise ConfigError("give --dataset (e.g. --dataset digits), or --list-methods")
     values = {"dataset": args.dataset, "noise_type": args.noise_type, "noise_rate": args.noise_rate,
+              "noise_label": args.noise_label,
               "seed": args.seed, "method": args.method, "data_root": args.data_root, "device": args.device}
     values = {k: v for k, v in values.items() if v is not None}  # unset: the data set's defaults
     values.update(parse_assignments(args.overrides))

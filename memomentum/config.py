@@ -12,12 +12,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from memomentum.cifar_n import HUMAN
 from memomentum.errors import ConfigError, short, unknown
 
 # Fields that say where / how fast a trial runs but never what it computes: left out of the config hash
-EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every", "num_workers")
+EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every", "num_workers",
+                  "gpu_memory_fraction")
 REAL_NOISE = "real"  # the noise type of data sets whose labels are noisy as collected (Clothing1M)
 PRECISIONS = ("fp32", "bf16")
+MATMUL_PRECISIONS = ("fp32", "tf32")
 SEED_MAX = 2 ** 32 - 1  # numpy's and torch's generators take any seed in 0 .. 2**32 - 1 the same way
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
 AUTO_WORKERS = -1  # num_workers: as many DataLoader processes as this process may use CPUs (at most 8)
@@ -28,7 +31,8 @@ class TrialConfig:
     # --- what to run -------------------------------------------------------------------------
     dataset: str = "digits"  # data set name, one of memomentum.data.DATASETS
     noise_type: str = "symmetric"  # one of memomentum.noise.NOISE_TYPES
-    noise_rate: float = 0.2  # target share of flipped training labels, in [0, 1)
+    noise_rate: float = 0.2  # target share of flipped training labels, in [0, 1) (unset for real / human noise)
+    noise_label: str = ""  # noise_type human: the label set, e.g. aggre, random1..3, worst (cifar10), noisy (cifar100)
     seed: int = 1  # 0 .. 2**32 - 1; seeds the noise, the split, every model init, shuffling and augmentation
     method: str = "memomentum"  # one of memomentum.METHODS (python -m memomentum --list-methods)
     model: str = ""  # network name from memomentum.models.MODELS; "" = the data set's official one
@@ -59,10 +63,24 @@ class TrialConfig:
     pretrained_weights: str = ""  # local file of torchvision's ResNet-50 ImageNet state dict; "" = download
     num_workers: int = AUTO_WORKERS  # DataLoader processes decoding JPEGs; -1 = auto: the CPUs this process
     #                                  may use (a sweep trial's `cpu` resources), at most 8 (no effect on results)
+    # --- the small-loss baselines coteaching / jocor (SPEC §6; they train epochs 1 .. epochs_per_stage - 1
+    #     with Adam, as the reference main.py's range(1, n_epoch)) -------------------------------------------
+    forget_rate: float = -1.0  # share of each batch left out once ramped up; -1 = the noise rate (jocor: half
+    #                            of it for pairflip, as the reference)
+    num_gradual: int = 10  # Tk: epochs over which the forget rate ramps up from 0 (linspace over epochs 0 .. Tk-1)
+    exponent: float = 1.0  # c: the ramp ends at forget_rate ** c
+    decay_start: int = 80  # epoch from which Adam's lr falls linearly to 0 and its beta1 is 0.1 (cifar100: 100)
+    co_lambda: float = 0.9  # jocor: weight of the two networks' agreement (symmetric KL) term (cifar100: 0.85)
+    coteaching_double_mean: bool = False  # coteaching: divide the mean loss by the kept count again, as the
+    #                                       reference loss.py does (a much smaller step; off = the plain mean)
     # --- execution (never changes what is computed, except precision) --------------------------
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; channels_last on CUDA); recorded in results
+    matmul_precision: str = "fp32"  # float32 matmuls and convolutions: fp32 (true fp32, as the official runs) or
+    #                                 tf32 (faster on Ampere and later GPUs; recorded in results, a table variant)
     compile: bool = False  # torch.compile the network (faster on GPUs after a warm-up; recorded in results)
+    gpu_memory_fraction: float = 0.0  # cap this process's share of its GPU's memory (0: no cap); a sweep sets it
+    #                                   from a fractional `gpu` resource
     deterministic: bool = False  # torch deterministic algorithms; cudnn.benchmark is on when False
     checkpoint_every: int = 0  # also offer a resumable state every N epochs inside rounds (0 = rounds only)
 
@@ -77,7 +95,7 @@ class TrialConfig:
         from memomentum.noise import NOISE_TYPES
 
         _one_of("dataset", self.dataset, DATASETS)
-        _one_of("noise_type", self.noise_type, NOISE_TYPES + (REAL_NOISE,))
+        _one_of("noise_type", self.noise_type, NOISE_TYPES + (REAL_NOISE, HUMAN))
         info = DATASETS[self.dataset]
         real_noise = info.real_noise
         if real_noise and self.noise_type != REAL_NOISE:
@@ -87,6 +105,19 @@ class TrialConfig:
                               f"(clothing1m); use symmetric, pairflip or instance for {self.dataset}")
         if real_noise and self.noise_rate != 0:
             raise ConfigError(f"{self.dataset} has real label noise: leave noise_rate unset")
+        if self.noise_type == HUMAN:
+            labels = info.human_noise.labels if info.human_noise is not None else {}
+            if not labels:
+                having = [name for name, d in DATASETS.items() if d.human_noise is not None]
+                raise ConfigError(f"noise_type {HUMAN} (CIFAR-N) is for {' and '.join(having)}, not {self.dataset}")
+            if self.noise_label not in labels:
+                raise ConfigError(f"noise_label={short(self.noise_label)} is not a {self.dataset} human label set; "
+                                  f"use one of: {', '.join(labels)}")
+            if self.noise_rate != 0:
+                raise ConfigError(f"human noise has the rate of its label set: leave noise_rate unset")
+        elif self.noise_label:
+            raise ConfigError(f"noise_label is for noise_type {HUMAN} (CIFAR-N) only; remove it, or set "
+                              f"noise_type {HUMAN}")
         _one_of("method", self.method, METHODS)
         if not METHODS[self.method].supports(info):
             fitting = sorted(name for name, m in METHODS.items() if m.supports(info))
@@ -94,6 +125,9 @@ class TrialConfig:
                               f"({'streamed from disk, with a clean validation set' if info.streams else 'held in memory'}); "
                               f"methods for {self.dataset}: {', '.join(fitting)}")
         _one_of("precision", self.precision, PRECISIONS)
+        _one_of("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+        if not 0.0 <= self.gpu_memory_fraction <= 1.0:
+            raise ConfigError(f"gpu_memory_fraction={self.gpu_memory_fraction} must lie in [0, 1] (0: no cap)")
         if self.model:
             _one_of("model", self.model, MODELS)
         if not 0 <= self.seed <= SEED_MAX:
@@ -104,10 +138,20 @@ class TrialConfig:
             raise ConfigError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1")
         if not 0.0 <= self.beta <= 1.0:
             raise ConfigError(f"beta={self.beta} must lie in [0, 1]")
-        for name in ("epochs_per_stage", "max_outer", "max_inner", "batch_size", "eval_batch_size", "image_size"):
+        if self.forget_rate != -1.0 and not 0.0 <= self.forget_rate < 1.0:
+            raise ConfigError(f"forget_rate={self.forget_rate} must lie in [0, 1), or be -1 (the noise rate)")
+        if not 0.0 <= self.co_lambda <= 1.0:
+            raise ConfigError(f"co_lambda={self.co_lambda} must lie in [0, 1]")
+        if self.exponent <= 0:
+            raise ConfigError(f"exponent={self.exponent} must be positive")
+        for name in ("epochs_per_stage", "max_outer", "max_inner", "batch_size", "eval_batch_size", "image_size",
+                     "num_gradual"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every"):
+        if self.epochs_per_stage < METHODS[self.method].min_epochs:
+            raise ConfigError(f"epochs_per_stage={self.epochs_per_stage} is too short for {self.method}: it must be at "
+                              f"least {METHODS[self.method].min_epochs}")
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every", "decay_start"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
         if self.num_workers < AUTO_WORKERS:
@@ -143,8 +187,9 @@ class TrialConfig:
         return out
 
     def trial_name(self) -> str:
-        """Readable trial name: data set, noise, rate, seed, method."""
-        return f"{self.dataset}-{self.noise_type}-{self.noise_rate:g}-s{self.seed}-{self.method}"
+        """Readable trial name: data set, noise, rate (or human label set), seed, method."""
+        setting = self.noise_label if self.noise_type == HUMAN else f"{self.noise_rate:g}"
+        return f"{self.dataset}-{self.noise_type}-{setting}-s{self.seed}-{self.method}"
 
     def trial_key(self) -> str:
         """Stable identity of the trial across runs: its name plus the hash of what it computes."""
@@ -163,7 +208,8 @@ class TrialConfig:
         """The fields whose value differs from the official settings of this cell (its data set, method
         and noise), execution-only fields left out: what makes a trial a variant of the published setup."""
         base = official_defaults(self.dataset, self.method, self.noise_type, self.noise_rate)
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and v != base[k]}
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and k not in ("seed", "noise_label")
+                and v != base[k]}
 
 
 def cell_defaults(dataset: str, method: str, noise_type=None, noise_rate=None) -> dict:
@@ -178,6 +224,8 @@ def cell_defaults(dataset: str, method: str, noise_type=None, noise_rate=None) -
     if info is not None:
         out["model"] = info.model
     noise_type = noise_type if noise_type is not None else out.get("noise_type", TrialConfig.noise_type)
+    if noise_type == HUMAN:  # the label set has its own rate
+        out["noise_rate"] = 0.0
     noise_rate = noise_rate if noise_rate is not None else out.get("noise_rate", TrialConfig.noise_rate)
     if method in METHODS:
         out.update(METHODS[method].defaults(dataset, noise_type, noise_rate))

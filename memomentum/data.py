@@ -17,12 +17,13 @@ import functools
 import os
 import pickle
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Tuple
+from typing import Callable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
 from memomentum import clothing1m
+from memomentum.cifar_n import HumanNoise
 from memomentum.errors import ConfigError, DataError, unknown
 
 DATA_ENV = "MEMOMENTUM_DATA"
@@ -50,6 +51,7 @@ class DatasetInfo:
     streams: bool = False  # images stay on disk and stream through DataLoader workers (else: all in memory)
     real_noise: bool = False  # labels are noisy as collected: no synthetic noise (noise_type "real")
     clean_val: bool = False  # ships a clean validation set, used for selection instead of a noisy split
+    human_noise: Optional[HumanNoise] = None  # real human noisy labels for its training set (CIFAR-N, SPEC §7)
     defaults: Mapping[str, object] = field(default_factory=dict)  # official settings that differ here (SPEC §4)
     method_defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # per method, on top
 
@@ -119,6 +121,20 @@ def _read_torchvision_idx(cls_name: str) -> Callable[[str, bool], Arrays]:
     return read
 
 
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: a CIFAR batch file that names any other callable (which
+    a plain pickle.load would run) is refused before anything of it executes."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
+               ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never holds (refused unrun)")
+
+
 def _read_cifar(folder: str, train_files, test_files, label_key: str, tv_class: str):
     """CIFAR's python release: pickled dicts with 'data' (N, 3072 uint8, CHW order) and labels.
 
@@ -135,7 +151,9 @@ def _read_cifar(folder: str, train_files, test_files, label_key: str, tv_class: 
             images, labels = [], []
             for f in files:
                 with open(os.path.join(root, folder, f), "rb") as fh:
-                    entry = pickle.load(fh, encoding="latin1")
+                    entry = ArrayUnpickler(fh, encoding="latin1").load()
+                if not isinstance(entry, dict):
+                    raise DataError(f"{os.path.join(root, folder, f)} is not a CIFAR batch (a {type(entry).__name__})")
                 images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 labels.extend(entry[label_key])
             return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
@@ -187,10 +205,16 @@ DATASETS = {
                                 _read_torchvision_idx("FashionMNIST")),
     "cifar10": DatasetInfo(10, "resnet18", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4, True,
                            tuple(f"cifar-10-batches-py/{f}" for f in _CIFAR10_TRAIN + ("test_batch",)),
-                           _read_cifar("cifar-10-batches-py", _CIFAR10_TRAIN, ("test_batch",), "labels", "CIFAR10")),
+                           _read_cifar("cifar-10-batches-py", _CIFAR10_TRAIN, ("test_batch",), "labels", "CIFAR10"),
+                           human_noise=HumanNoise("CIFAR-10_human.pt", {
+                               "aggre": "aggre_label", "random1": "random_label1", "random2": "random_label2",
+                               "random3": "random_label3", "worst": "worse_label"})),
     "cifar100": DatasetInfo(100, "resnet34", (0.507, 0.487, 0.441), (0.267, 0.256, 0.276), 4, True,
                             ("cifar-100-python/train", "cifar-100-python/test"),
-                            _read_cifar("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100")),
+                            _read_cifar("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100"),
+                            human_noise=HumanNoise("CIFAR-100_human.pt", {"noisy": "noisy_label"}),
+                            method_defaults={"coteaching": {"decay_start": 100},  # SPEC §6, the references' main.py
+                                             "jocor": {"decay_start": 100, "co_lambda": 0.85}}),
     "clothing1m": DatasetInfo(clothing1m.NUM_CLASSES, "resnet50", IMAGENET_MEAN, IMAGENET_STD, 32, True,
                               clothing1m.FILES, clothing1m.read_index, streams=True, real_noise=True, clean_val=True,
                               defaults=CLOTHING_DEFAULTS, method_defaults={"ce": {"epochs_per_stage": 30}}),

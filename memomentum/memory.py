@@ -12,6 +12,7 @@ from typing import Iterator, Tuple
 
 import torch
 
+from memomentum import cifar_n
 from memomentum import data as data_mod
 from memomentum import noise
 from memomentum.data import DatasetInfo
@@ -37,8 +38,13 @@ def prepare(cfg, device: torch.device) -> TrialData:
     """Load, add noise, split, and move to `device` (SPEC §1)."""
     info = data_mod.DATASETS[cfg.dataset]
     arrays = data_mod.load(cfg.dataset, cfg.data_root, cfg.download)
-    ns = noise.noisy_split(cfg.dataset, cfg.noise_type, cfg.noise_rate, cfg.seed, cfg.train_fraction,
-                           arrays.train_labels, arrays.train_images, info.num_classes)
+    if cfg.noise_type == cifar_n.HUMAN:  # the label file's noisy labels, checked against the CIFAR files
+        noisy, _ = cifar_n.read_labels(info.human_noise, data_mod.resolve_root(cfg.data_root), cfg.noise_label,
+                                       arrays.train_labels)
+        ns = noise.given_noise_split(noisy, arrays.train_labels, cfg.seed, cfg.train_fraction, cfg.dataset)
+    else:
+        ns = noise.noisy_split(cfg.dataset, cfg.noise_type, cfg.noise_rate, cfg.seed, cfg.train_fraction,
+                               arrays.train_labels, arrays.train_images, info.num_classes)
     return TrialData(arrays.train_images.to(device), ns.noisy_labels.to(device), arrays.train_labels.to(device),
                      ns.train_idx.to(device), ns.val_idx.to(device), arrays.test_images.to(device),
                      arrays.test_labels.to(device), info, ns.realized_noise_rate, ns.label_hash)
@@ -61,9 +67,9 @@ class MemoryFeed:
         """One epoch over training examples `idx` with their noisy labels, in a fresh random order."""
         return self.engine.train_epoch(model, optimizer, self.data.images, self.data.noisy_labels, idx, weight)
 
-    def batches(self, idx: torch.Tensor) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(self, idx: torch.Tensor, drop_last: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(inputs, noisy labels, example indices) of one epoch over `idx`, shuffled and augmented."""
-        return self.engine.batches(self.data.images, self.data.noisy_labels, idx)
+        return self.engine.batches(self.data.images, self.data.noisy_labels, idx, drop_last)
 
     def predict(self, model, idx: torch.Tensor, augment: bool) -> torch.Tensor:
         """argmax predictions for training-set examples `idx`, in idx order."""

@@ -159,6 +159,21 @@ def noisy_split(dataset: str, noise_type: str, rate: float, seed: int, train_fra
         noisy = make_noisy_labels(noise_type, rate, clean, images.numpy(), num_classes, seed)
         train_idx, val_idx = split(n, train_fraction, seed)
         atomic_savez(path, noisy=noisy, train_idx=train_idx, val_idx=val_idx)
+    return _noisy_split(noisy, clean, train_idx, val_idx)
+
+
+def given_noise_split(noisy: np.ndarray, clean_labels: torch.Tensor, seed: int, train_fraction: float,
+                      dataset: str) -> NoisySplit:
+    """The split of labels that come noisy already (human noise, SPEC §7): the same seeded 90/10 split as
+    synthetic noise; the realised rate is over all training labels, as the label file's."""
+    clean = clean_labels.numpy()
+    check_split(len(clean), train_fraction, dataset)
+    train_idx, val_idx = split(len(clean), train_fraction, seed)
+    return _noisy_split(noisy, clean, train_idx, val_idx)
+
+
+def _noisy_split(noisy: np.ndarray, clean: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray) -> NoisySplit:
+    """The split as tensors, with the realised noise rate over all training labels and the labels' hash."""
     digest = hashlib.blake2b(noisy.astype(np.int64).tobytes() + train_idx.astype(np.int64).tobytes(), digest_size=8)
     return NoisySplit(torch.from_numpy(noisy.astype(np.int64)), torch.from_numpy(train_idx.astype(np.int64)),
                       torch.from_numpy(val_idx.astype(np.int64)), float((noisy != clean).mean()), digest.hexdigest())

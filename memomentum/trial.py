@@ -13,6 +13,8 @@ A method is a `Trial` subclass (one module under memomentum/methods/) that defin
 only by `diagnostics`, never by a decision.
 """
 import dataclasses
+import os
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional
@@ -28,6 +30,8 @@ from memomentum.models import create_model, load_backbone, load_pretrained
 from memomentum.progress import fmt
 
 STATE_VERSION = 2  # 2: typed loop state (confident_idx), methods as modules
+RESEED_PURPOSE = 10_000  # derive_seed purpose of a re-seeded random stream (+ the epoch it restarts at)
+LAST_K = 10  # last_test_acc / last10_test_acc: test accuracy over the last LAST_K epochs of a trial (JoCoR's habit)
 
 
 @dataclass
@@ -49,6 +53,9 @@ class LoopState:
     model: Optional[dict] = None  # the live model and optimizer inside a round (in checkpoints only)
     optimizer: Optional[dict] = None
     rounds: List[dict] = field(default_factory=list)
+    late: List[float] = field(default_factory=list)  # test accuracies over the current round's last LAST_K epochs
+    reseeded_at: List[int] = field(default_factory=list)  # epochs (step) where a checkpoint of another device
+    #                                                      was continued with a re-seeded random stream
     version: int = STATE_VERSION
 
 
@@ -73,10 +80,7 @@ class Trial:
         replaces the validation score (tests script it); None = the real one."""
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = not cfg.deterministic
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        configure_device(cfg, self.device)
         self.pretrained = load_pretrained(cfg.pretrained, cfg.pretrained_weights, cfg.model)  # fails before training
         self.data = data if data is not None else prepare(cfg, self.device)
         info = self.data.info
@@ -89,6 +93,7 @@ class Trial:
         self.engine = self.feed.engine
         self.scorer = scorer or self.feed.val_score
         self._model = self._optimizer = None
+        self._compiled = {}  # purpose -> the one compiled network of that slot (compile: true)
         self.s = self.initial_state()
         if state is not None:
             self.load_state_dict(state)
@@ -131,19 +136,34 @@ class Trial:
         s = self.s
         record = {"kind": "round", "outer": s.outer, "inner": s.inner, "stage": stage, "epochs": s.epoch,
                   "step": s.step, **self.diagnostics(s.confident_idx), "val_score": val_score,
-                  "stage_best": stage_best, "best_val_score": s.best_val, "test_acc": s.best_test}
+                  "stage_best": stage_best, "best_val_score": s.best_val, "test_acc": s.best_test,
+                  "last_test_acc": s.late[-1] if s.late else None,
+                  "last10_test_acc": sum(s.late) / len(s.late) if s.late else None}
         s.rounds.append({k: v for k, v in record.items() if k != "kind"})
+        s.late = []
         return record
+
+    def _late_test(self, round_epochs: int, *models) -> Optional[float]:
+        """In the last LAST_K epochs of a round of known length `round_epochs` (call after counting the
+        epoch): the test accuracy of the live model(s), their mean for two networks, kept for the round's
+        `last_test_acc` / `last10_test_acc`. None elsewhere (nothing measured)."""
+        s = self.s
+        if s.epoch <= round_epochs - LAST_K:
+            return None
+        acc = sum(self.feed.test_accuracy(m) for m in models) / len(models)
+        s.late.append(acc)
+        return acc
 
     def _tick(self) -> None:
         start, base = self._clock
         self.s.elapsed = base + time.perf_counter() - start
 
-    def _improve(self, score: float, stage: str) -> Optional[float]:
-        """A new best validation score of the trial: measure and keep the test accuracy of the live model."""
+    def _improve(self, score: float, stage: str, model=None) -> Optional[float]:
+        """A new best validation score of the trial: measure and keep the test accuracy of the live model
+        (or of `model`, e.g. the better of two networks)."""
         s = self.s
         s.best_val, s.best_stage = score, stage
-        s.best_test = self.feed.test_accuracy(self._model)
+        s.best_test = self.feed.test_accuracy(model if model is not None else self._model)
         return s.best_test
 
     # --- reporting --------------------------------------------------------------------------
@@ -176,12 +196,15 @@ class Trial:
         return {"kind": "result", "dataset": cfg.dataset, "noise_type": cfg.noise_type,
                 "noise_rate": cfg.noise_rate, "seed": cfg.seed, "method": cfg.method, "model": cfg.model,
                 "precision_mode": cfg.precision,
-                "test_acc": s.best_test, "best_val_score": s.best_val, "best_stage": s.best_stage,
+                "test_acc": s.best_test, "last_test_acc": last.get("last_test_acc"),
+                "last10_test_acc": last.get("last10_test_acc"), "best_val_score": s.best_val, "best_stage": s.best_stage,
                 "realized_noise_rate": d.realized_noise_rate, "epochs": s.step,
                 "seconds": round(s.elapsed, 3), "n_rounds": len(s.rounds),
                 "final_n_confident": last.get("n_confident"), "final_precision": last.get("precision"),
                 "final_recall": last.get("recall"), "label_hash": d.label_hash,
-                "config_hash": cfg.config_hash(), "device": str(self.device), "rounds": list(s.rounds)}
+                "config_hash": cfg.config_hash(), "device": str(self.device), "device_name": device_name(self.device),
+                "peak_gpu_memory_mb": peak_memory_mb(self.device), "matmul_precision": cfg.matmul_precision,
+                "generator_reseeded_at": list(s.reseeded_at), "rounds": list(s.rounds)}
 
     # --- models -----------------------------------------------------------------------------
     def fresh_model(self, outer: int, purpose: int = 100):
@@ -193,15 +216,24 @@ class Trial:
         if self.pretrained is not None:
             load_backbone(model, self.pretrained, self.cfg.model)
         model = self.engine.prepare_model(model)
-        if self.cfg.compile:
+        if not self.cfg.compile:
+            return model
+        # compiled once per network slot and trial: a new module every round would recompile each time
+        # (and fall back to eager once dynamo's cache limit is hit); later rounds load the fresh weights
+        compiled = self._compiled.get(purpose)
+        if compiled is None:
             model.compile()  # in place: state_dict keys stay those of the plain module
-        return model
+            self._compiled[purpose] = model
+            return model
+        compiled.load_state_dict(model.state_dict())
+        return compiled
 
     # --- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue exactly; tensors on the CPU; safe for weights_only loading."""
         state = {f.name: getattr(self.s, f.name) for f in dataclasses.fields(self.s)}
         state["generator"] = self.feed.generator.get_state()
+        state["generator_device"] = self.feed.generator.device.type
         state.update(self._live_state())
         return _to_device(state, torch.device("cpu"))
 
@@ -217,12 +249,57 @@ class Trial:
                               "start this trial afresh or restore the matching config")
         state = dict(state)
         generator = state.pop("generator")
+        saved_on = state.pop("generator_device", None)
         try:
             s = self.State(**_to_device(state, self.feed.state_device))
         except TypeError as exc:  # fields of another method
             raise ConfigError(f"the checkpoint does not fit method {self.cfg.method} ({exc})") from None
-        self.feed.generator.set_state(generator)
+        here = self.feed.generator.device.type
+        try:
+            if saved_on not in (None, here):
+                raise RuntimeError(f"generator state of a {saved_on} generator")
+            self.feed.generator.set_state(generator)
+        except (RuntimeError, TypeError, ValueError):
+            # a checkpoint written on another kind of device (a CPU state is 5,056 bytes, a CUDA one 16):
+            # everything else continues exactly; the random stream (shuffling, crops, flips) restarts from
+            # a seed of (trial seed, epoch), recorded in the result's `generator_reseeded_at`
+            self.feed.generator.manual_seed(derive_seed(self.cfg.seed, RESEED_PURPOSE + s.step))
+            s.reseeded_at = list(s.reseeded_at) + [s.step]
         self.s = s
+
+
+def configure_device(cfg, device: torch.device) -> None:
+    """The process-wide switches a trial's config names: float32 matmul / convolution precision (true fp32
+    unless `matmul_precision: tf32`; torch 2.14 runs cuDNN convolutions in TF32 by default), cuDNN
+    autotuning, determinism, and the trial's share of its GPU's memory (`gpu_memory_fraction`: a trial
+    packed at a fraction of a GPU cannot take the memory of the others)."""
+    precision = "tf32" if cfg.matmul_precision == "tf32" else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    if cfg.deterministic:
+        # cuBLAS needs this before its first call to be deterministic; ops without a deterministic kernel
+        # warn (PyTorch names them) rather than stop a trial
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        if 0 < cfg.gpu_memory_fraction < 1:
+            torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def peak_memory_mb(device: torch.device) -> Optional[float]:
+    """Peak GPU memory this process allocated (MiB), None on a CPU."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
 
 
 def class_weights(train_counts: np.ndarray, val_counts: np.ndarray) -> np.ndarray:

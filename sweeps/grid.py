@@ -5,6 +5,7 @@
     datasets: [digits]
     noise:                           # one entry per noise type
       - {type: symmetric, rates: [0.2, 0.4]}
+      - {type: human, labels: [aggre, worst]}   # CIFAR-N label sets (cifar10, cifar100)
     seeds: [1, 2]                    # whole numbers
     methods: [memomentum, ce]
     resources:                       # per data set, or `default`; fractions share a GPU
@@ -12,6 +13,8 @@
     config: {epochs_per_stage: 100}  # any memomentum config field, for every trial
     dataset_config:                  # optional, per data set, on top of `config`
       mnist: {batch_size: 128}
+    method_config:                   # optional, per method, on top of both
+      coteaching: {epochs_per_stage: 100}
     storage: runs                    # optional; --storage overrides
     data_root: ../shared/data        # optional; --data-root overrides
 
@@ -26,6 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from memomentum.cifar_n import HUMAN
 from memomentum.config import REAL_NOISE, SEED_MAX, ConfigError, TrialConfig
 from memomentum.data import DATASETS
 from memomentum.errors import short, unknown
@@ -33,8 +37,8 @@ from memomentum.methods import METHODS
 from memomentum.noise import NOISE_TYPES
 
 TOP_KEYS = ("name", "description", "datasets", "noise", "seeds", "methods", "resources", "config",
-            "dataset_config", "storage", "data_root")
-AXIS_FIELDS = ("dataset", "noise_type", "noise_rate", "seed", "method")
+            "dataset_config", "method_config", "storage", "data_root")
+AXIS_FIELDS = ("dataset", "noise_type", "noise_rate", "noise_label", "seed", "method")
 DEFAULT_RESOURCES = {"cpu": 1.0, "gpu": 0.0}
 
 
@@ -149,12 +153,8 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
         if axis in config:
             fail(f"config sets {axis!r}, which is a grid axis; list it under "
                  f"{'noise' if axis.startswith('noise') else axis + 's'} instead")
-    dataset_config = _mapping(raw, "dataset_config", fail)
-    for d, extra in dataset_config.items():
-        if d not in datasets:
-            fail(f"dataset_config names {d!r}, which is not in datasets {datasets}")
-        if not isinstance(extra, dict):
-            fail(f"dataset_config.{d} must be a mapping of config fields")
+    dataset_config = _part_config(raw, "dataset_config", datasets, fail)
+    method_config = _part_config(raw, "method_config", methods, fail)
     resources = _resources(raw, datasets, fail)
 
     root = data_root if data_root is not None else raw.get("data_root", "")
@@ -168,10 +168,16 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
     # Each data set takes the noise entries and methods that fit it: `real` noise for data collected with
     # noisy labels (Clothing1M), the synthetic types for the rest; the methods that run on its kind of
     # data (METHODS[m].supports). So one grid can hold both kinds.
+    for kind, _, label in noise:
+        if kind == HUMAN and not any(d.human_noise is not None and label in d.human_noise.labels
+                                     for d in map(DATASETS.get, datasets)):
+            having = {n: list(d.human_noise.labels) for n, d in DATASETS.items() if d.human_noise is not None}
+            fail(f"human label set {short(label)} belongs to none of the datasets {datasets}; label sets: {having}")
     combos = []
     for dataset in datasets:
         info = DATASETS[dataset]
-        fitting = [n for n in noise if (n[0] == REAL_NOISE) == info.real_noise]
+        human = info.human_noise.labels if info.human_noise is not None else {}
+        fitting = [n for n in noise if (n[0] == REAL_NOISE) == info.real_noise and (n[0] != HUMAN or n[2] in human)]
         if not fitting:
             fail(f"dataset {dataset} has no fitting noise entry; add "
                  f"{'{type: real}' if info.real_noise else '{type: symmetric, rates: [...]}'} to 'noise'")
@@ -184,9 +190,12 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
         if not any(METHODS[m].supports(DATASETS[d]) for d in datasets):
             fail(f"method {m} runs on none of the datasets {datasets}; remove it or add a data set it runs on")
     cells, seen = [], set()
-    for dataset, (noise_type, rate), seed, method in combos:
-        values = {**config, **dataset_config.get(dataset, {}), "dataset": dataset, "noise_type": noise_type,
+    for dataset, (noise_type, rate, label), seed, method in combos:
+        values = {**config, **dataset_config.get(dataset, {}), **method_config.get(method, {}), "dataset": dataset,
+                  "noise_type": noise_type,
                   "noise_rate": rate, "seed": seed, "method": method}
+        if label:
+            values["noise_label"] = label
         if root:
             values["data_root"] = root
         try:
@@ -213,7 +222,8 @@ def identity(raw: dict) -> dict:
         return {k: v for k, v in (values or {}).items() if k not in EXECUTION_ONLY}
 
     return {"config": strip(raw.get("config")),
-            "dataset_config": {d: strip(v) for d, v in (raw.get("dataset_config") or {}).items()}}
+            **{part: {name: strip(v) for name, v in (raw.get(part) or {}).items()}
+               for part in ("dataset_config", "method_config")}}
 
 
 def _axis(raw: dict, key: str, kind: type, fail) -> list:
@@ -231,31 +241,58 @@ def _axis(raw: dict, key: str, kind: type, fail) -> list:
     return values
 
 
-def _noise(entries: Any, fail) -> List[Tuple[str, float]]:
+def _noise(entries: Any, fail) -> List[Tuple[str, float, str]]:
+    """(type, rate, human label set or '') per noise setting of the grid."""
     if not isinstance(entries, list) or not entries:
         fail("'noise' must be a non-empty list of {type: T, rates: [...]} entries")
     out = []
     for entry in entries:
-        if not isinstance(entry, dict) or set(entry) - {"type", "rates"} or "type" not in entry:
-            fail(f"noise entry {short(entry)} must be {{type: symmetric|pairflip|instance, rates: [...]}}")
+        if not isinstance(entry, dict) or "type" not in entry or set(entry) - {"type", "rates", "labels"}:
+            fail(f"noise entry {short(entry)} must be {{type: symmetric|pairflip|instance, rates: [...]}}, "
+                 f"{{type: {HUMAN}, labels: [...]}} or {{type: {REAL_NOISE}}}")
         kind = entry["type"]
         if kind == REAL_NOISE:  # labels noisy as collected (Clothing1M): no rate to set
-            out.append((kind, 0.0))
+            out.append((kind, 0.0, ""))
+            continue
+        if kind == HUMAN:  # CIFAR-N label sets: a name instead of a rate
+            labels = entry.get("labels")
+            if "rates" in entry or not isinstance(labels, list) or not labels or \
+                    not all(isinstance(x, str) for x in labels):
+                fail(f"noise type {HUMAN}: give 'labels', a non-empty list of label-set names such as "
+                     f"[aggre, worst], and no rates")
+            for label in labels:
+                if (kind, 0.0, label) in out:
+                    fail(f"noise type {HUMAN}: label set {short(label)} is listed twice; list each once")
+                out.append((kind, 0.0, label))
             continue
         if kind not in NOISE_TYPES:
-            fail(unknown("noise type", kind, NOISE_TYPES + (REAL_NOISE,)))
+            fail(unknown("noise type", kind, NOISE_TYPES + (HUMAN, REAL_NOISE)))
         rates = entry.get("rates")
-        if not isinstance(rates, list) or not rates:
+        if "labels" in entry or not isinstance(rates, list) or not rates:
             fail(f"noise type {kind}: 'rates' must be a non-empty list of numbers in [0, 1)")
         for r in rates:
             if isinstance(r, bool) or not isinstance(r, (int, float)):
                 fail(f"noise type {kind}: rate {short(r)} is not a number; write e.g. 0.2 for 20%")
             if not 0 <= r < 1:  # NaN fails this too
                 fail(f"noise type {kind}: rate {short(r)} is outside [0, 1); write e.g. 0.2 for 20%")
-            if (kind, float(r)) in out:
+            if (kind, float(r), "") in out:
                 fail(f"noise type {kind}: rate {short(r)} is listed twice; list each rate once")
-            out.append((kind, float(r)))
+            out.append((kind, float(r), ""))
     return out
+
+
+def _part_config(raw: dict, key: str, names: List[str], fail) -> Dict[str, dict]:
+    """`dataset_config` / `method_config`: per data set / method, config fields on top of `config`."""
+    part = _mapping(raw, key, fail)
+    for name, extra in part.items():
+        if name not in names:
+            fail(f"{key} names {short(name)}, which is not in {key.split('_')[0]}s {names}")
+        if not isinstance(extra, dict):
+            fail(f"{key}.{name} must be a mapping of config fields")
+        for axis in AXIS_FIELDS:
+            if axis in extra:
+                fail(f"{key}.{name} sets {axis!r}, which is a grid axis")
+    return part
 
 
 def _mapping(raw: dict, key: str, fail) -> Dict[str, Any]:

@@ -64,18 +64,21 @@ def accuracy_figure(trials: pa.Table):
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
     for ax, (dataset, kind) in zip(axes.flat, panels):
         mine = [t for t in rows if t["dataset"] == dataset and t["noise_type"] == kind]
-        for method in sorted({t["method"] for t in mine}, key=paper.method_order):
+        lines = sorted({(t["method"], paper.variant(t)) for t in mine}, key=lambda m: (paper.method_order(m[0]), m))
+        for method, mode in lines:
             by_rate = defaultdict(list)
             for t in mine:
-                if t["method"] == method:
-                    by_rate[t["noise_rate"]].append(t["test_acc"])
+                if t["method"] == method and paper.variant(t) == mode:
+                    by_rate[_noise_x(t)].append(t["test_acc"])
             rates = sorted(by_rate)
             means = [sum(by_rate[r]) / len(by_rate[r]) for r in rates]
             stds = [_std(by_rate[r]) for r in rates]
             color, marker = method_style(method)
-            ax.errorbar([r * 100 for r in rates], means, yerr=stds, color=color, marker=marker, capsize=3,
-                        label=f"{method} (ours)")
-            refs = [(r, paper.reference(method, dataset, kind, r)) for r in rates]
+            ax.errorbar([r * 100 for r, _ in rates], means, yerr=stds, color=color, marker=marker, capsize=3,
+                        linestyle="--" if mode else "-", label=f"{method} [{mode}]" if mode else f"{method} (ours)")
+            if mode:  # published numbers belong to the official settings only
+                continue
+            refs = [(r, paper.reference(method, dataset, kind, r, label)) for r, label in rates]
             refs = [(r, v) for r, v in refs if v]
             if refs:
                 ax.errorbar([r * 100 for r, _ in refs], [v[0] for _, v in refs], yerr=[v[1] or 0 for _, v in refs],
@@ -90,6 +93,13 @@ def accuracy_figure(trials: pa.Table):
     fig.suptitle("Test accuracy at the best noisy-validation score (mean ± std over seeds)")
     fig.tight_layout()
     return fig
+
+
+def _noise_x(t: dict) -> tuple:
+    """(noise rate on the x axis, label set): human label sets sit at their realised rate."""
+    if t["noise_type"] == paper.HUMAN:
+        return round(t["realized_noise_rate"] or 0.0, 4), t.get("noise_label") or ""
+    return t["noise_rate"], ""
 
 
 def _std(values: List[float]) -> float:
@@ -109,7 +119,7 @@ def _rounds_by_trial(rounds: pa.Table) -> Dict[str, List[dict]]:
 
 
 def _cell(r: dict) -> tuple:
-    return r["dataset"], r["noise_type"], r["noise_rate"], r["method"]
+    return r["dataset"], r["noise_type"], r["noise_rate"], r["method"], r.get("noise_label") or ""
 
 
 def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
@@ -130,7 +140,7 @@ def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
         for cell in mine:
             trials = cells[cell]
             length = max(len(t) for t in trials)
-            label = paper.column_label(cell[1], cell[2]) + f" ({len(trials)} seeds)"
+            label = paper.column_label(cell[1], cell[2], cell[4]) + f" ({len(trials)} seeds)"
             if len(methods) > 1:
                 label = f"{cell[3]}: {label}"
             for ax, (name, title) in zip(axes, metrics):
@@ -173,7 +183,7 @@ def extraction_figure(rounds: pa.Table):
     ax.set_xticks(xs, [f"{r['outer']}.{r['inner']}" for r in trial], rotation=45, fontsize=8)
     ax.set_xlabel("round (outer.inner)")
     ax.set_ylabel("examples")
-    name = f"{cell[0]} {paper.column_label(cell[1], cell[2])}, {cell[3]}, seed {trial[0]['seed']}"
+    name = f"{cell[0]} {paper.column_label(cell[1], cell[2], cell[4])}, {cell[3]}, seed {trial[0]['seed']}"
     ax.set_title(f"{name}: extracted examples the first classifier had missed")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
@@ -220,10 +230,12 @@ def render_report(sweep: str, tables: Dict[str, pa.Table], figures) -> str:
     lines += [""]
     for name, caption in figures:
         lines += [f"## {name.rsplit('.', 1)[0].replace('_', ' ')}", "", f"![{caption}]({name})", "", caption, ""]
-    lines += ["## Trials", "", "| trial | status | test acc | best val | realised noise | rounds | epochs | "
-                               "final confident set | precision | node |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Trials", "", "| trial | status | test acc | last epoch | last 10 | best val | realised noise | "
+                               "rounds | epochs | final confident set | precision | node |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in sorted(trials, key=lambda t: t["name"]):
-        lines.append(f"| {t['name']} | {t['status']} | {_num(t['test_acc'])} | {_num(t['best_val_score'])} | "
+        lines.append(f"| {t['name']} | {t['status']} | {_num(t['test_acc'])} | {_num(t.get('last_test_acc'))} | "
+                     f"{_num(t.get('last10_test_acc'))} | {_num(t['best_val_score'])} | "
                      f"{_num(t['realized_noise_rate'], 4)} | {t['n_rounds']} | {t['epochs']} | "
                      f"{t['final_n_confident'] if t['final_n_confident'] is not None else '–'} | "
                      f"{_num(t['final_precision'])} | {(t['node_id'] or '')[:8]} |")

@@ -25,24 +25,34 @@ from sweeps.trainable import TRIAL_FILE
 ERROR_FILE = "error.json"  # written by the runner for a trial that failed after its retries
 
 CELL = [("key", pa.string()), ("name", pa.string()), ("dataset", pa.string()), ("noise_type", pa.string()),
-        ("noise_rate", pa.float64()), ("seed", pa.int64()), ("method", pa.string())]
+        ("noise_rate", pa.float64()), ("noise_label", pa.string()), ("seed", pa.int64()), ("method", pa.string())]
 TRIALS = pa.schema(CELL + [
     ("status", pa.string()), ("model", pa.string()), ("precision_mode", pa.string()),
-    ("select_stage_a", pa.bool_()), ("compile", pa.bool_()), ("test_acc", pa.float64()), ("best_val_score", pa.float64()),
+    ("select_stage_a", pa.bool_()), ("compile", pa.bool_()), ("test_acc", pa.float64()),
+    ("last_test_acc", pa.float64()), ("last10_test_acc", pa.float64()), ("best_val_score", pa.float64()),
     ("best_stage", pa.string()), ("realized_noise_rate", pa.float64()), ("n_rounds", pa.int64()), ("epochs", pa.int64()), ("final_n_confident", pa.int64()),
     ("final_precision", pa.float64()), ("final_recall", pa.float64()), ("seconds", pa.float64()),
-    ("node_id", pa.string()), ("device", pa.string()), ("config_hash", pa.string()), ("label_hash", pa.string()),
+    ("node_id", pa.string()), ("device", pa.string()), ("device_name", pa.string()),
+    ("peak_gpu_memory_mb", pa.float64()), ("matmul_precision", pa.string()), ("config_hash", pa.string()),
+    ("label_hash", pa.string()),
     ("resumed", pa.bool_()), ("error", pa.string()), ("config_json", pa.string())])
 ROUNDS = pa.schema(CELL + [
     ("outer", pa.int64()), ("inner", pa.int64()), ("stage", pa.string()), ("epochs", pa.int64()),
     ("step", pa.int64()), ("n_confident", pa.int64()), ("precision", pa.float64()), ("recall", pa.float64()),
     ("n_hard", pa.int64()), ("hard_precision", pa.float64()), ("val_score", pa.float64()),
-    ("stage_best", pa.float64()), ("best_val_score", pa.float64()), ("test_acc", pa.float64())])
+    ("stage_best", pa.float64()), ("best_val_score", pa.float64()), ("test_acc", pa.float64()),
+    ("last_test_acc", pa.float64()), ("last10_test_acc", pa.float64())])
 EPOCHS = pa.schema(CELL + [
     ("outer", pa.int64()), ("inner", pa.int64()), ("epoch", pa.int64()), ("step", pa.int64()),
     ("lr", pa.float64()), ("n_train", pa.int64()), ("train_loss", pa.float64()), ("train_acc", pa.float64()),
     ("val_score", pa.float64()), ("improved", pa.bool_()), ("test_acc", pa.float64()),
-    ("best_val_score", pa.float64()), ("best_test_acc", pa.float64()), ("seconds", pa.float64())])
+    ("best_val_score", pa.float64()), ("best_test_acc", pa.float64()), ("seconds", pa.float64()),
+    ("epoch_test_acc", pa.float64()),  # test accuracy of the live model(s) in a round's last 10 epochs, else null
+    # two-network methods only (null elsewhere): the forget rate, the share of correctly labelled examples
+    # among those kept (clean labels, diagnostic), each network's validation score
+    ("forget_rate", pa.float64()), ("kept_precision", pa.float64()), ("val_score_1", pa.float64()),
+    ("val_score_2", pa.float64())])
+TWO_NETWORK_COLUMNS = ("forget_rate", "kept_precision", "val_score_1", "val_score_2")
 RESULT_FILES = ("trials.parquet", "rounds.parquet", "epochs.parquet", "paper_table.parquet", "paper_table.md")
 
 
@@ -189,7 +199,8 @@ def _config(doc: dict) -> dict:
 def _cell_columns(doc: dict) -> dict:
     c = _config(doc)
     return {"key": doc["key"], "name": doc["name"], "dataset": c["dataset"], "noise_type": c["noise_type"],
-            "noise_rate": c["noise_rate"], "seed": c["seed"], "method": c["method"]}
+            "noise_rate": c["noise_rate"], "noise_label": c.get("noise_label") or "", "seed": c["seed"],
+            "method": c["method"]}
 
 
 def _trial_row(doc: dict, cell: dict) -> dict:
@@ -204,13 +215,16 @@ def _trial_row(doc: dict, cell: dict) -> dict:
             "compile": config["compile"],
             "best_stage": result.get("best_stage"),
             "test_acc": result.get("test_acc", last_epoch.get("best_test_acc")),
+            "last_test_acc": result.get("last_test_acc"), "last10_test_acc": result.get("last10_test_acc"),
             "best_val_score": result.get("best_val_score", last_epoch.get("best_val_score")),
             "realized_noise_rate": doc.get("realized_noise_rate"), "n_rounds": len(rounds),
             "epochs": result.get("epochs", last_epoch.get("step", 0)),
             "final_n_confident": last_round.get("n_confident"), "final_precision": last_round.get("precision"),
             "final_recall": last_round.get("recall"),
             "seconds": result.get("seconds", last_epoch.get("seconds")), "node_id": doc.get("node_id"),
-            "device": doc.get("device"), "config_hash": result.get("config_hash", doc["key"].rsplit("-", 1)[-1]),
+            "device": doc.get("device"), "device_name": result.get("device_name"),
+            "peak_gpu_memory_mb": result.get("peak_gpu_memory_mb"), "matmul_precision": config.get("matmul_precision"),
+            "config_hash": result.get("config_hash", doc["key"].rsplit("-", 1)[-1]),
             "label_hash": doc.get("label_hash"), "resumed": bool(doc.get("resumed_from")),
             "error": doc.get("error"), "config_json": json.dumps(config, sort_keys=True)}
 

@@ -18,15 +18,19 @@ from typing import Callable, List, Optional
 
 import yaml
 
-from memomentum.data import DATA_ENV, DataError, check_files, load
+from memomentum.cifar_n import HUMAN, path_of, read_labels
+from memomentum.data import DATA_ENV, DATASETS, DataError, check_files, load, resolve_root
+from memomentum.methods import METHODS
 from memomentum.noise import CACHE_ENV, check_split
 from sweeps.grid import Cell, Grid, identity, read_yaml
 from sweeps.lock import DriverLock
 from sweeps.results import ERROR_FILE, Collector
 from sweeps.storage import Storage
 
-# Rough seconds per epoch (training + validation + share of extraction) used only by --dry-run's
-# cost estimate; measured figures live in benchmarks/RESULTS.md.
+# Seconds per epoch (training + validation, one network) for --dry-run's cost estimate: measured figures
+# from benchmarks/RESULTS.md's "Per-epoch cost figures" table where a row fits, else these guesses.
+RESULTS_MD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "RESULTS.md")
+COST_HEADING = "## Per-epoch cost figures"
 ROUGH_EPOCH_SECONDS = {("digitsnet", "cpu"): 0.05, ("lenet", "cpu"): 6.0, ("lenet", "gpu"): 0.6,
                        ("resnet18", "gpu"): 9.0, ("resnet34", "gpu"): 15.0, ("resnet18", "cpu"): 900.0,
                        ("resnet34", "cpu"): 1500.0, ("resnet50", "gpu"): 1800.0}
@@ -46,6 +50,9 @@ def preflight(grid: Grid, address: Optional[str] = None, out: Callable[[str], No
         for cell in grid.cells:
             if cell.config.dataset == dataset and n:
                 check_split(n, cell.config.train_fraction, dataset)
+        for label in sorted({c.config.noise_label for c in grid.cells
+                             if c.config.dataset == dataset and c.config.noise_type == HUMAN}):
+            read_labels(DATASETS[dataset].human_noise, resolve_root(grid.data_root), label, arrays.train_labels)
     if not address:
         check_local_gpus(grid.cells)
     store = Storage(grid.storage)
@@ -97,32 +104,86 @@ def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
     out(f"grid {grid.name} ({grid.source}): {len(grid.cells)} cells -> storage {Storage(grid.storage).uri(grid.name)}")
     out(f"{'trial':44s} {'cpu':>5s} {'gpu':>5s}  {'epochs (typical / max)':>24s}")
     total_epochs, total_cost, worst_epochs = 0.0, {"gpu": 0.0, "cpu": 0.0}, 0
+    measured, guessed = measured_epoch_seconds(), set()
     for cell in grid.cells:
         typical, worst = expected_epochs(cell)
+        networks = METHODS[cell.config.method].networks  # an epoch of two networks costs two
         total_epochs += typical
         worst_epochs += worst
         kind = "gpu" if cell.gpu > 0 else "cpu"
-        seconds = ROUGH_EPOCH_SECONDS.get((cell.config.model, kind))
+        what = (cell.config.model, kind, cell.config.precision)
+        seconds = measured.get(what)
+        if seconds is None:
+            seconds = ROUGH_EPOCH_SECONDS.get((cell.config.model, kind))
+            guessed.add("/".join(what))
         if seconds is not None:
-            total_cost[kind] += typical * seconds * (cell.gpu if kind == "gpu" else cell.cpu)
+            total_cost[kind] += typical * networks * seconds * (cell.gpu if kind == "gpu" else cell.cpu)
         out(f"{cell.name:44s} {cell.cpu:5g} {cell.gpu:5g}  {typical:>11.0f} / {worst:<11d}")
     cpus = sum(c.cpu for c in grid.cells)
     gpus = sum(c.gpu for c in grid.cells)
     out(f"total: {len(grid.cells)} trials asking for {cpus:g} CPU and {gpus:g} GPU in all; "
         f"about {total_epochs:,.0f} epochs (at most {worst_epochs:,d})")
-    out(f"rough cost: {total_cost['gpu'] / 3600:,.1f} GPU-hours and {total_cost['cpu'] / 3600:,.1f} CPU-core-hours "
-        f"(per-epoch guesses in sweeps/runner.py; measured speeds in benchmarks/RESULTS.md)")
+    source = (f"guessed for {', '.join(sorted(guessed))} (no measured figure in benchmarks/RESULTS.md)"
+              if guessed else "from measured per-epoch figures in benchmarks/RESULTS.md")
+    out(f"rough cost: {total_cost['gpu'] / 3600:,.1f} GPU-hours and {total_cost['cpu'] / 3600:,.1f} CPU-core-hours; "
+        f"per-epoch seconds {source}")
     for dataset in grid.datasets:
         try:
             check_files(dataset, grid.data_root)
         except DataError as exc:
             out(f"warning: a real run would stop here: {exc}")
+        if any(c.config.dataset == dataset and c.config.noise_type == HUMAN for c in grid.cells):
+            path = path_of(DATASETS[dataset].human_noise, resolve_root(grid.data_root))
+            if not os.path.isfile(path):
+                out(f"warning: a real run would stop here: the CIFAR-N label file {path} is missing")
+
+
+HPARAMS_SUFFIX = ".hparams"  # the experiment's event files at the root of <sweep>/tensorboard
+
+
+def write_hparams_experiment(store: Storage, grid: Grid) -> None:
+    """The HParams experiment (the grid's axes and the final metrics) at <sweep>/tensorboard, replacing
+    the one an earlier run of the sweep wrote (the grid may have grown). Local storage only: elsewhere
+    TensorBoard infers the experiment from the trials' own entries."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from sweeps import hparams
+
+    root = store.local(grid.name, "tensorboard")
+    if root is None:
+        return
+    os.makedirs(root, exist_ok=True)
+    for name in os.listdir(root):
+        if name.startswith("events.out.tfevents.") and name.endswith(HPARAMS_SUFFIX):
+            os.remove(os.path.join(root, name))
+    writer = SummaryWriter(log_dir=root, filename_suffix=HPARAMS_SUFFIX)
+    writer._get_file_writer().add_summary(hparams.experiment_summary(c.config.to_dict() for c in grid.cells))
+    writer.close()
+
+
+def measured_epoch_seconds(path: str = RESULTS_MD) -> dict:
+    """(model, device kind, precision) -> seconds per epoch from RESULTS.md's cost table ({} without it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        return {}
+    out, inside = {}, False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = line.startswith(COST_HEADING)
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if inside and line.startswith("|") else []
+        if len(cells) >= 4:
+            try:
+                out[(cells[0], cells[1], cells[2])] = float(cells[3])
+            except ValueError:  # the header and separator rows
+                continue
+    return out
 
 
 def expected_epochs(cell: Cell):
     """(typical, worst-case) epochs of one trial, as its method expects them."""
-    from memomentum.methods import METHODS
-
     return METHODS[cell.config.method].epochs(cell.config)
 
 
@@ -144,6 +205,10 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
             connect(address)
             wait_for_resources(todo, wait_s if address else 0, out)
         store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
+        try:
+            write_hparams_experiment(store, grid)
+        except Exception as exc:  # reporting only: never stops a sweep
+            out(f"warning: the TensorBoard HParams experiment could not be written ({type(exc).__name__}: {exc})")
         if todo:
             _tune(grid, store, todo, collector, max_concurrent)
         tables = collector.write()

@@ -1,20 +1,38 @@
 """Paper-style tables: test accuracy mean +- std over seeds per (data set, method, noise setting),
-beside the published numbers of SPEC §5 and the difference. "n/a" wherever no published number exists.
+beside the published numbers of SPEC §5 and the difference, with a verdict per cell from a Welch
+t-test. "n/a" wherever no published number exists.
 
-The std is the sample standard deviation over seeds (ddof = 1); a single seed shows no std.
-Trials run with a setting that can change results (bf16 precision, stage-A selection) form their
-own variant, labelled e.g. "memomentum [bf16]", and are never compared with the published numbers.
+Three accuracies per cell, as SPEC §6 asks of every method: `test_acc` (at the best noisy-validation
+score, the project's rule), `last_test_acc` (the last epoch) and `last10_test_acc` (mean over the last
+10 epochs, JoCoR's report). The std is the sample standard deviation over seeds (ddof = 1); a single
+seed shows no std. Trials whose config differs from the official settings of their cell in anything
+that can change results (config.differences(): bf16, stage-A selection, fewer epochs, another lr, ...)
+form their own variant, labelled e.g. "memomentum [bf16]", and are never compared with the published
+numbers.
 """
+import json
 import math
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
+from scipy import stats
 
+from memomentum.cifar_n import HUMAN
+from memomentum.config import EXECUTION_ONLY, TrialConfig
 from memomentum.methods import METHODS
 
-NOISE_ORDER = {"symmetric": 0, "pairflip": 1, "instance": 2}
+ALPHA = 0.05  # verdict threshold of the Welch t-test
+PUBLISHED_N = 5  # seeds assumed behind a published mean +- std (SPEC §5)
+# settings that change how fast or where a trial runs, not the procedure: never a variant
+NOT_A_VARIANT = set(EXECUTION_ONLY) | {"compile", "deterministic"}
+LEGEND = (f"Verdict: Welch's t-test of our seeds against the published mean ± std, {PUBLISHED_N} seeds assumed "
+          f"there (a one-sample t-test where no std is published); \"matches\" when p ≥ {ALPHA}, else \"above\" "
+          f"or \"below\". n/a with fewer than 2 seeds or no published number.")
+
+NOISE_ORDER = {"symmetric": 0, "pairflip": 1, "instance": 2, HUMAN: 3}
 NOISE_SHORT = {"symmetric": "sym", "pairflip": "pair", "instance": "inst"}
+HUMAN_ORDER = ("aggre", "random1", "random2", "random3", "worst", "noisy")  # CIFAR-N label sets, cleanest first
 
 # Me-Momentum, as reprinted in the Self-Filtering paper (Wei et al., ECCV 2022); ResNet-18 / ResNet-34.
 _COLUMNS = [("symmetric", 0.2), ("symmetric", 0.4), ("pairflip", 0.2), ("pairflip", 0.4), ("instance", 0.2),
@@ -27,21 +45,32 @@ _PUBLISHED = {
     ("Co-teaching", "cifar100"): [(59.28, None), (51.60, None), (58.07, None), (49.79, None), (57.24, None), (49.39, None)],
     ("JoCoR", "cifar100"): [(64.17, None), (55.97, None), (60.42, None), (50.97, None), (61.98, None), (50.59, None)],
 }
-PUBLISHED: Dict[Tuple[str, str, str, float], Tuple[float, Optional[float]]] = {
+PUBLISHED: Dict[Tuple[str, str, str, object], Tuple[float, Optional[float]]] = {
     (method, dataset, kind, rate): value
     for (method, dataset), values in _PUBLISHED.items() for (kind, rate), value in zip(_COLUMNS, values)}
+# CIFAR-N (SPEC §7, published secondary numbers, not verified against the paper); keyed by label set
+PUBLISHED.update({
+    ("CE", "cifar10", HUMAN, "aggre"): (87.77, 0.38),
+    **{("Co-teaching", "cifar10", HUMAN, label): (value, None) for label, value in
+       (("aggre", 91.20), ("random1", 90.33), ("random2", 90.30), ("random3", 90.15), ("worst", 83.83))},
+    ("Co-teaching", "cifar100", HUMAN, "noisy"): (60.37, None)})
 
 PAPER_TABLE = pa.schema([
     ("dataset", pa.string()), ("method", pa.string()), ("variant", pa.string()),
-    ("noise_type", pa.string()), ("noise_rate", pa.float64()), ("n", pa.int64()), ("seeds", pa.list_(pa.int64())),
-    ("mean", pa.float64()), ("std", pa.float64()), ("ref_mean", pa.float64()), ("ref_std", pa.float64()),
-    ("delta", pa.float64())])
+    ("noise_type", pa.string()), ("noise_rate", pa.float64()), ("noise_label", pa.string()),
+    ("n", pa.int64()), ("seeds", pa.list_(pa.int64())),
+    ("mean", pa.float64()), ("std", pa.float64()),  # test_acc: at the best noisy-validation score
+    ("last_mean", pa.float64()), ("last_std", pa.float64()), ("last_n", pa.int64()),  # last epoch
+    ("last10_mean", pa.float64()), ("last10_std", pa.float64()), ("last10_n", pa.int64()),  # last 10 epochs
+    ("ref_mean", pa.float64()), ("ref_std", pa.float64()), ("delta", pa.float64()),
+    ("p_value", pa.float64()), ("verdict", pa.string())])
 
 
-def reference(method: str, dataset: str, noise_type: str, rate: float):
-    """The published (mean, std or None) of our method `method` in a cell, or None."""
+def reference(method: str, dataset: str, noise_type: str, rate: float, label: str = ""):
+    """The published (mean, std or None) of our method `method` in a cell (synthetic noise: by rate; human
+    noise: by label set), or None."""
     name = METHODS[method].published if method in METHODS else None
-    return PUBLISHED.get((name, dataset, noise_type, round(rate, 4))) if name else None
+    return PUBLISHED.get((name, dataset, noise_type, label if noise_type == HUMAN else round(rate, 4))) if name else None
 
 
 def method_order(method: str) -> int:
@@ -54,28 +83,84 @@ def paper_table(trials: pa.Table) -> pa.Table:
     groups = defaultdict(list)
     for row in trials.to_pylist():
         if row["status"] == "finished" and row["test_acc"] is not None:
-            groups[(row["dataset"], row["method"], variant(row), row["noise_type"], row["noise_rate"])].append(row)
+            groups[(row["dataset"], row["method"], variant(row), row["noise_type"], row["noise_rate"],
+                    row.get("noise_label") or "")].append(row)
     out = []
-    for (dataset, method, mode, kind, rate), rows in sorted(groups.items(), key=_sort_key):
-        accs = [r["test_acc"] for r in rows]
-        mean = sum(accs) / len(accs)
-        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else None
-        ref = reference(method, dataset, kind, rate) if not mode else None
+    for (dataset, method, mode, kind, rate, label), rows in sorted(groups.items(), key=_sort_key):
+        mean, std, n = mean_std([r["test_acc"] for r in rows])
+        last, last_std, last_n = mean_std([r.get("last_test_acc") for r in rows])
+        last10, last10_std, last10_n = mean_std([r.get("last10_test_acc") for r in rows])
+        ref = reference(method, dataset, kind, rate, label) if not mode else None
+        p_value = welch_p(mean, std, n, *ref) if ref else None
         out.append({"dataset": dataset, "method": method, "variant": mode, "noise_type": kind,
-                    "noise_rate": rate, "n": len(accs), "seeds": sorted(r["seed"] for r in rows),
-                    "mean": mean, "std": std, "ref_mean": ref[0] if ref else None,
-                    "ref_std": ref[1] if ref else None, "delta": mean - ref[0] if ref else None})
+                    "noise_rate": rate, "noise_label": label, "n": n, "seeds": sorted(r["seed"] for r in rows),
+                    "mean": mean, "std": std, "last_mean": last, "last_std": last_std, "last_n": last_n,
+                    "last10_mean": last10, "last10_std": last10_std, "last10_n": last10_n,
+                    "ref_mean": ref[0] if ref else None, "ref_std": ref[1] if ref else None,
+                    "delta": mean - ref[0] if ref else None, "p_value": p_value,
+                    "verdict": verdict(p_value, mean - ref[0]) if ref and p_value is not None else None})
     return pa.Table.from_pylist(out, schema=PAPER_TABLE)
 
 
+def mean_std(values) -> Tuple[Optional[float], Optional[float], int]:
+    """(mean, sample std or None below 2 values, count) of the known values; (None, None, 0) if none."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None, None, 0
+    mean = sum(known) / len(known)
+    std = math.sqrt(sum((v - mean) ** 2 for v in known) / (len(known) - 1)) if len(known) > 1 else None
+    return mean, std, len(known)
+
+
+def welch_p(mean: float, std: Optional[float], n: int, ref_mean: float, ref_std: Optional[float]) -> Optional[float]:
+    """Two-sided p of Welch's t-test of our n seeds against a published mean +- std over PUBLISHED_N seeds
+    (std unknown: a one-sample t-test against the published mean). None below 2 seeds."""
+    if n < 2 or std is None:
+        return None
+    ref_std = ref_std or 0.0
+    if std == 0 and ref_std == 0:
+        return 1.0 if mean == ref_mean else 0.0
+    return float(stats.ttest_ind_from_stats(mean, std, n, ref_mean, ref_std, PUBLISHED_N, equal_var=False).pvalue)
+
+
+def verdict(p_value: float, delta: float) -> str:
+    if p_value >= ALPHA:
+        return "matches"
+    return "above" if delta > 0 else "below"
+
+
 def variant(trial_row: dict) -> str:
-    """'' for the faithful settings, else the result-changing options in use, e.g. 'bf16'."""
+    """'' for the official settings of the trial's cell, else what differs, e.g. 'bf16' or
+    'epochs_per_stage=100, decay_start=40' (from the trial's stored config, config.differences())."""
+    differences = _differences(trial_row)
     parts = []
-    if trial_row.get("precision_mode") not in (None, "fp32"):
-        parts.append(trial_row["precision_mode"])
-    if trial_row.get("select_stage_a"):
+    if differences.pop("precision", None) not in (None, "fp32") or trial_row.get("precision_mode") not in (None, "fp32"):
+        parts.append(trial_row.get("precision_mode") or "bf16")
+    if differences.pop("matmul_precision", None) == "tf32" or trial_row.get("matmul_precision") == "tf32":
+        parts.append("tf32")
+    if differences.pop("select_stage_a", None) or trial_row.get("select_stage_a"):
         parts.append("stage-A selection")
+    parts += [f"{k}={_value(v)}" for k, v in sorted(differences.items())]
     return ", ".join(parts)
+
+
+def _differences(trial_row: dict) -> dict:
+    """The stored config's result-changing fields that differ from its cell's official settings."""
+    try:
+        config = json.loads(trial_row.get("config_json") or "null")
+        if not isinstance(config, dict):
+            return {}
+        fields = TrialConfig.__dataclass_fields__
+        differences = TrialConfig.from_dict({k: v for k, v in config.items() if k in fields}).differences()
+    except (ValueError, TypeError):  # ConfigError is a ValueError: a config this version no longer accepts
+        return {}
+    return {k: v for k, v in differences.items() if k not in NOT_A_VARIANT}
+
+
+def _value(v) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def zero_by_rule(trials: pa.Table) -> int:
@@ -85,13 +170,28 @@ def zero_by_rule(trials: pa.Table) -> int:
 
 
 def _sort_key(item):
-    (dataset, method, mode, kind, rate), _ = item
-    return dataset, method_order(method), method, mode, NOISE_ORDER.get(kind, 9), rate
+    (dataset, method, mode, kind, rate, label), _ = item
+    return dataset, method_order(method), method, mode, NOISE_ORDER.get(kind, 9), rate, _label_order(label)
 
 
-def column_label(kind: str, rate: float) -> str:
+def _label_order(label: str) -> tuple:
+    return (HUMAN_ORDER.index(label), label) if label in HUMAN_ORDER else (len(HUMAN_ORDER), label)
+
+
+def setting(row: dict) -> tuple:
+    """(noise type, rate, label set) of a table row: its column in the rendered tables."""
+    return row["noise_type"], row["noise_rate"], row.get("noise_label") or ""
+
+
+def setting_order(c: tuple) -> tuple:
+    return NOISE_ORDER.get(c[0], 9), c[1], _label_order(c[2])
+
+
+def column_label(kind: str, rate: float, label: str = "") -> str:
     if kind == "real":
         return "real noise"
+    if kind == HUMAN:
+        return f"human {label}"
     return f"{NOISE_SHORT.get(kind, kind)} {rate * 100:g}%"
 
 
@@ -111,25 +211,18 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
         lines += ["Trials: " + (", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none yet"), ""]
     if not rows:
         return "\n".join(lines + ["No finished trials yet.", ""])
-    columns = sorted({(r["noise_type"], r["noise_rate"]) for r in rows}, key=lambda c: (NOISE_ORDER.get(c[0], 9), c[1]))
-    lines += ["Test accuracy (%) at the best noisy-validation score. Each cell: ours, mean ± std over seeds "
-              "(n seeds) / published / ours − published; n/a where nothing is published.", "",
-              "| data set | method | " + " | ".join(column_label(*c) for c in columns) + " |",
-              "|---|---|" + "---|" * len(columns)]
+    columns = sorted({setting(r) for r in rows}, key=setting_order)
     by_row = defaultdict(dict)
     for r in rows:
-        by_row[(r["dataset"], r["method"], r["variant"])][(r["noise_type"], r["noise_rate"])] = r
-    for (dataset, method, mode), cells in by_row.items():
-        label = f"{method} [{mode}]" if mode else method
-        rendered = []
-        for col in columns:
-            r = cells.get(col)
-            if r is None:
-                rendered.append("–")
-                continue
-            delta = f"{r['delta']:+.2f}" if r["delta"] is not None else "n/a"
-            rendered.append(f"{_fmt(r['mean'], r['std'])} ({r['n']}) / {_fmt(r['ref_mean'], r['ref_std'])} / {delta}")
-        lines.append(f"| {dataset} | {label} | " + " | ".join(rendered) + " |")
+        by_row[(r["dataset"], r["method"], r["variant"])][setting(r)] = r
+    header = ["| data set | method | " + " | ".join(column_label(*c) for c in columns) + " |",
+              "|---|---|" + "---|" * len(columns)]
+    lines += ["Test accuracy (%) at the best noisy-validation score. Each cell: ours, mean ± std over seeds "
+              "(n seeds) / published / ours − published / verdict; n/a where nothing is published.", LEGEND, ""]
+    lines += header + _rows(by_row, columns, _main_cell)
+    lines += ["", "Test accuracy (%) at the last epoch / mean over the last 10 epochs (mean ± std over seeds; for "
+                  "two-network methods both networks' mean; for Me-Momentum the epochs of its final round):", ""]
+    lines += header + _rows(by_row, columns, _last_cell)
     zeros = zero_by_rule(trials) if trials is not None else 0
     if zeros:
         lines += ["", f"Note: {zeros} trial(s) report 0: no epoch ever set their test accuracy. For "
@@ -138,17 +231,33 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
                       f"stage A count)."]
     baselines = _baseline_rows({r["dataset"] for r in rows}, columns)
     if baselines:
-        lines += ["", "Published baselines (same source), for context:", "",
-                  "| data set | method | " + " | ".join(column_label(*c) for c in columns) + " |",
-                  "|---|---|" + "---|" * len(columns)] + baselines
+        lines += ["", "Published numbers (same source), for context:", ""] + header + baselines
     return "\n".join(lines) + "\n"
+
+
+def _rows(by_row, columns, cell) -> List[str]:
+    out = []
+    for (dataset, method, mode), cells in by_row.items():
+        label = f"{method} [{mode}]" if mode else method
+        out.append(f"| {dataset} | {label} | " + " | ".join(cell(cells[c]) if c in cells else "–" for c in columns) + " |")
+    return out
+
+
+def _main_cell(r: dict) -> str:
+    delta = f"{r['delta']:+.2f}" if r["delta"] is not None else "n/a"
+    return f"{_fmt(r['mean'], r['std'])} ({r['n']}) / {_fmt(r['ref_mean'], r['ref_std'])} / {delta} / {r['verdict'] or 'n/a'}"
+
+
+def _last_cell(r: dict) -> str:
+    return f"{_fmt(r['last_mean'], r['last_std'])} / {_fmt(r['last10_mean'], r['last10_std'])}"
 
 
 def _baseline_rows(datasets, columns) -> List[str]:
     out = []
-    for (method, dataset), _ in _PUBLISHED.items():
-        if dataset in datasets:
-            cells = [_fmt(*PUBLISHED[(method, dataset, k, round(r, 4))]) if (method, dataset, k, round(r, 4)) in PUBLISHED
-                     else "n/a" for k, r in columns]
+    names = sorted({(m, d) for m, d, _, _ in PUBLISHED if d in datasets}, key=lambda md: (md[1], md[0]))
+    for method, dataset in names:
+        cells = [_fmt(*PUBLISHED[key]) if (key := (method, dataset, k, lab if k == HUMAN else round(r, 4))) in PUBLISHED
+                 else "n/a" for k, r, lab in columns]
+        if any(c != "n/a" for c in cells):
             out.append(f"| {dataset} | {method} (published) | " + " | ".join(cells) + " |")
     return out

@@ -23,6 +23,7 @@ from typing import Iterator, List, Optional
 import torch
 
 from memomentum.progress import dumps
+from sweeps import hparams
 from sweeps.storage import Storage
 
 TRIAL_FILE = "trial.json"
@@ -53,6 +54,8 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     cfg = TrialConfig.from_dict(cell["trial"])
     if cfg.num_workers == AUTO_WORKERS:  # DataLoader processes: as many as the trial has CPUs
         cfg = cfg.replace(num_workers=auto_workers(cell["cpu"]))
+    if 0 < cell.get("gpu", 0) < 1 and cfg.gpu_memory_fraction == 0:  # packed: keep to its share of the GPU
+        cfg = cfg.replace(gpu_memory_fraction=cell["gpu"])
 
     trial = None
     for state, records, source in _states(tune.get_checkpoint(), cell.get("resume_from") or [], store, sweep,
@@ -65,6 +68,8 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     doc = trial_document(trial, records, cell=cell, node_id=ray.get_runtime_context().get_node_id(),
                          pid=os.getpid(), resumed_from=source, started=time.time())
     writer = guard("opening TensorBoard", _tensorboard, store, sweep, cell["key"], trial.s.step) or _NullWriter()
+    if trial.s.step == 0:  # the trial's HParams entry, once: a resumed trial has written it already
+        guard("TensorBoard hparams", _summary, writer, hparams.session_summary(cfg.to_dict(), cell["key"]))
     guard("the start line", lambda: say(f"on {trial.device} (node {doc['node_id'][:8]}), " + (
         f"resuming at epoch {trial.s.step} from {source}" if source else "fresh start")))
 
@@ -90,6 +95,7 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
         else:  # the result
             doc.update(status="finished", finished=time.time(), result=_plain(record))
             _write_doc(store, sweep, doc)
+            guard("TensorBoard hparams", _final_metrics, writer, record)
             guard("closing TensorBoard", writer.close)
             final = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             _report(tune, {**(pending or {}), **{f"final_{k}": v for k, v in final.items()}, "finished": 1}, None)
@@ -184,6 +190,20 @@ def _plain(record: dict) -> dict:
 
 
 # --- TensorBoard ----------------------------------------------------------------------------------
+def _summary(writer, summary) -> None:
+    """Write one Summary protobuf (the hparams plugin's) into the trial's event file."""
+    if hasattr(writer, "_get_file_writer"):
+        writer._get_file_writer().add_summary(summary)
+        writer.flush()
+
+
+def _final_metrics(writer, result: dict) -> None:
+    """The HParams metrics of a finished trial: one point each, at its last epoch."""
+    for tag, value in hparams.final_metrics(result).items():
+        writer.add_scalar(tag, value, result.get("epochs") or 0)
+    writer.flush()
+
+
 class _NullWriter:
     def add_scalar(self, *a, **k):
         pass
@@ -213,7 +233,9 @@ def _tensorboard(store: Storage, sweep: str, key: str, resume_step: int):
 EPOCH_SCALARS = {"train/loss": "train_loss", "train/acc_noisy": "train_acc", "train/n_examples": "n_train",
                  "train/lr": "lr", "val/score": "val_score", "val/best": "best_val_score",
                  "test/acc_at_best_val": "best_test_acc", "test/acc_measured": "test_acc",
-                 "train/kept_precision": "kept_precision", "train/forget_rate": "forget_rate"}
+                 "test/acc_last_epochs": "epoch_test_acc", "val/score_net1": "val_score_1",
+                 "val/score_net2": "val_score_2", "train/kept_precision": "kept_precision",
+                 "train/forget_rate": "forget_rate"}
 ROUND_SCALARS = {f"round/{k}": k for k in ("n_confident", "precision", "recall", "n_hard", "hard_precision",
                                            "val_score")}
 

@@ -7,6 +7,7 @@ CIFAR tests write small stand-in files in the real on-disk formats, so the real 
 import gzip
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -28,6 +29,21 @@ def _isolated_cache(tmp_path_factory):
         os.environ["MEMOMENTUM_CACHE"] = previous
 
 
+# MEMOMENTUM_TEST_DEVICE=cuda runs every engine, model, procedure and method test on that device (tests
+# that need Ray or CPU-only behaviour keep the CPU); unset, everything runs on the CPU.
+TEST_DEVICE = os.environ.get("MEMOMENTUM_TEST_DEVICE", "cpu")
+if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", TEST_DEVICE):
+    raise pytest.UsageError(f"MEMOMENTUM_TEST_DEVICE={TEST_DEVICE!r}: use cpu, cuda or cuda:N")
+if TEST_DEVICE != "cpu":
+    import torch as _torch
+
+    if not _torch.cuda.is_available():
+        raise pytest.UsageError(f"MEMOMENTUM_TEST_DEVICE={TEST_DEVICE} but this machine has no CUDA device")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS for the resume tests
+# what a test trial config adds: the device, and determinism where the records must repeat exactly
+DEVICE_CONFIG = {"device": TEST_DEVICE, "deterministic": TEST_DEVICE != "cpu"}
+
+
 def real_data_root(name: str = "MNIST") -> str:
     root = os.environ.get(DATA_ENV, "")
     if not root or not os.path.isfile(os.path.join(root, name, "raw", "train-images-idx3-ubyte")):
@@ -42,10 +58,15 @@ def mnist_root():
 
 
 def write_cifar(root, kind: str = "cifar10", n_train: int = 50, n_test: int = 20, num_classes: int = None,
-                seed: int = 0):
-    """Stand-in CIFAR release files (python pickle format) with random images; returns (train, test) arrays."""
+                seed: int = 0, train_labels=None):
+    """Stand-in CIFAR release files (python pickle format) with random images; returns (train, test) arrays.
+    `train_labels`: the training labels in order (e.g. a CIFAR-N file's clean_label); the images are then
+    constant, so that a 50,000-image stand-in stays cheap."""
     rng = np.random.default_rng(seed)
     num_classes = num_classes or (10 if kind == "cifar10" else 100)
+    given = None if train_labels is None else [int(v) for v in train_labels]
+    if given is not None:
+        n_train = len(given)
     if kind == "cifar10":
         folder, key = os.path.join(root, "cifar-10-batches-py"), "labels"
         parts = [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test_batch", n_test)]
@@ -55,8 +76,13 @@ def write_cifar(root, kind: str = "cifar10", n_train: int = 50, n_test: int = 20
     os.makedirs(folder, exist_ok=True)
     out = {}
     for name, n in parts:
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, num_classes, n)]
+        is_train = not name.startswith("test")
+        if is_train and given is not None:
+            data = np.full((n, 3072), 128, dtype=np.uint8)
+            labels, given = given[:n], given[n:]
+        else:
+            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            labels = [int(v) for v in rng.integers(0, num_classes, n)]
         with open(os.path.join(folder, name), "wb") as fh:
             pickle.dump({"batch_label": name, key: labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]},
                         fh, protocol=2)

@@ -36,7 +36,7 @@ def test_config_is_frozen_and_round_trips():
     ({"dataset": "mnist", "noise_rate": -0.1}, "outside [0, 1)"),
     ({"dataset": "mnsit"}, "did you mean 'mnist'"),
     ({"dataset": "mnist", "noise_type": "asym"}, "unknown noise_type"),
-    ({"dataset": "mnist", "method": "coteaching"}, "unknown method"),
+    ({"dataset": "mnist", "method": "coteachng"}, "unknown method"),
     ({"dataset": "mnist", "model": "vgg"}, "unknown model"),
     ({"dataset": "mnist", "precision": "fp16"}, "unknown precision"),
     ({"dataset": "mnist", "train_fraction": 1.0}, "strictly between"),

@@ -80,3 +80,46 @@ def test_real_mnist_loads_and_download_flag_uses_local_files(mnist_root):
     # download=True finds the md5-verified files in place and fetches nothing
     b = data._load_cached("mnist", os.path.abspath(mnist_root), True)
     assert torch.equal(a.test_labels, b.test_labels)
+
+
+class _Evil:
+    """Unpickling this runs a shell command (what a plain pickle.load of a planted file would do)."""
+    marker = ""
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("where", ["data", "labels", "top"])
+def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path, where):
+    import pickle
+
+    _Evil.marker = str(tmp_path / "ran")
+    write_cifar(tmp_path, "cifar10", n_train=10, n_test=4)
+    entry = {"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 1]}
+    entry = _Evil() if where == "top" else {**entry, where: _Evil()}
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as fh:
+        pickle.dump(entry, fh, protocol=2)
+    with pytest.raises(DataError, match="never holds"):
+        load("cifar10", str(tmp_path))
+    assert not (tmp_path / "ran").exists()
+
+
+def test_the_sweep_preflight_reads_cifar_files_with_the_restricted_unpickler(tmp_path):
+    """The driver reads the data before Ray starts: a planted batch file stops it there, unrun."""
+    import pickle
+    import subprocess
+    import sys
+
+    _Evil.marker = str(tmp_path / "ran")
+    write_cifar(tmp_path / "data", "cifar10", n_train=10, n_test=4)
+    with open(tmp_path / "data" / "cifar-10-batches-py" / "test_batch", "wb") as fh:
+        pickle.dump({"data": _Evil(), "labels": [0]}, fh, protocol=2)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: g\ndatasets: [cifar10]\nnoise: [{{type: symmetric, rates: [0.2]}}]\nseeds: [1]\n"
+                    f"methods: [ce]\ndata_root: {tmp_path / 'data'}\nconfig: {{device: cpu}}\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "run_sweep.py"), str(grid), "--storage",
+                           str(tmp_path / "store")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "never holds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "ran").exists()

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from memomentum.config import ConfigError
 from memomentum.engine import Engine, batch_crop, batch_flip, class_balanced_accuracy, lr_at, resolve_device
+from tests.conftest import TEST_DEVICE
 
 
 def test_class_balanced_accuracy_hand_computed():
@@ -15,8 +16,8 @@ def test_class_balanced_accuracy_hand_computed():
 
 
 def test_batch_crop_is_a_window_of_the_zero_padded_image():
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(64, 3, 8, 8) + 1.0  # strictly positive, so padding (0) is recognisable
+    g = torch.Generator(device=TEST_DEVICE).manual_seed(0)
+    x = torch.rand(64, 3, 8, 8, device=TEST_DEVICE) + 1.0  # strictly positive, so padding (0) is recognisable
     out = batch_crop(x, 2, g)
     padded = F.pad(x, (2, 2, 2, 2))
     seen = set()
@@ -29,23 +30,23 @@ def test_batch_crop_is_a_window_of_the_zero_padded_image():
 
 
 def test_batch_flip_mirrors_about_half():
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(400, 1, 4, 4)
+    g = torch.Generator(device=TEST_DEVICE).manual_seed(0)
+    x = torch.rand(400, 1, 4, 4, device=TEST_DEVICE)
     out = batch_flip(x, g)
     flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
-    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])  # (device-independent checks)
     assert (flipped ^ kept).all()
     assert 150 < int(flipped.sum()) < 250
 
 
 def test_padding_happens_before_normalisation():
-    eng = Engine(device=torch.device("cpu"), mean=(0.5,), std=(0.25,), crop_padding=4, flip=False, num_classes=10,
+    eng = Engine(device=torch.device(TEST_DEVICE), mean=(0.5,), std=(0.25,), crop_padding=4, flip=False, num_classes=10,
                  batch_size=8, eval_batch_size=8)
-    x = torch.full((256, 1, 6, 6), 255, dtype=torch.uint8)
+    x = torch.full((256, 1, 6, 6), 255, dtype=torch.uint8, device=TEST_DEVICE)
     out = eng.batch(x, augment=True)
     assert set(out.unique().tolist()) <= {(0 - 0.5) / 0.25, (1 - 0.5) / 0.25}
     assert (out == -2.0).any()  # some crops reach into the black border
-    assert torch.equal(eng.batch(x, augment=False), torch.full((256, 1, 6, 6), 2.0))
+    assert torch.equal(eng.batch(x, augment=False).cpu(), torch.full((256, 1, 6, 6), 2.0))
 
 
 def test_lr_schedule_matches_multisteplr():
@@ -60,13 +61,13 @@ def test_lr_schedule_matches_multisteplr():
 
 def test_train_epoch_learns_and_predict_needs_no_grad():
     torch.manual_seed(0)
-    eng = Engine(device=torch.device("cpu"), mean=(0.5,), std=(0.5,), crop_padding=0, flip=False, num_classes=2,
+    eng = Engine(device=torch.device(TEST_DEVICE), mean=(0.5,), std=(0.5,), crop_padding=0, flip=False, num_classes=2,
                  batch_size=16, eval_batch_size=64)
-    images = torch.randint(0, 256, (64, 1, 2, 2), dtype=torch.uint8)
+    images = torch.randint(0, 256, (64, 1, 2, 2), dtype=torch.uint8).to(TEST_DEVICE)
     labels = (images.float().mean((1, 2, 3)) > 127).long()
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).to(TEST_DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    idx = torch.arange(64)
+    idx = torch.arange(64, device=TEST_DEVICE)
     losses = [eng.train_epoch(model, opt, images, labels, idx)[0] for _ in range(30)]
     assert losses[-1] < losses[0]
     preds = eng.predict(model, images, idx, augment=False)

@@ -17,6 +17,8 @@ from memomentum.methods import make_trial
 from memomentum.config import TrialConfig
 from sweeps.grid import parse_grid
 
+pytest.importorskip("ray", reason="Ray is not installed here (e.g. a GPU machine used for the CUDA suite)")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = {"epochs_per_stage": 6, "max_outer": 2, "max_inner": 3, "device": "cpu", "checkpoint_every": 2}
 

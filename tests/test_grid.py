@@ -36,11 +36,23 @@ def test_resources_and_dataset_config_apply_per_dataset():
     assert by["mnist"].config.batch_size == 64 and by["digits"].config.batch_size == 128
 
 
+def test_method_config_applies_to_its_method_only():
+    raw = {**GOOD, "methods": ["memomentum", "coteaching"],
+           "method_config": {"coteaching": {"epochs_per_stage": 100, "decay_start": 40}}}
+    by = {c.config.method: c.config for c in parse_grid(raw).cells}
+    assert (by["coteaching"].epochs_per_stage, by["coteaching"].decay_start, by["coteaching"].lr) == (100, 40, 0.001)
+    assert (by["memomentum"].epochs_per_stage, by["memomentum"].lr) == (3, 0.01)
+
+
 @pytest.mark.parametrize("change, fragment", [
     ({"epochs": 3}, "unknown top-level key 'epochs'"),
     ({"datasets": ["svhn"]}, "unknown dataset 'svhn'"),
     ({"datasets": []}, "'datasets' must be a non-empty list"),
-    ({"methods": ["coteaching"]}, "unknown method"),
+    ({"methods": ["coteachin"]}, "unknown method"),
+    ({"method_config": {"jocor": {"co_lambda": 0.5}}}, "method_config names 'jocor', which is not in methods"),
+    ({"method_config": {"ce": {"noise_rate": 0.5}}}, "method_config.ce sets 'noise_rate', which is a grid axis"),
+    ({"method_config": {"ce": {"co_lambda": 2.0}}}, "co_lambda=2.0 must lie in [0, 1]"),
+    ({"method_config": {"ce": 3}}, "method_config.ce must be a mapping"),
     ({"seeds": [1, "two"]}, "every entry must be a whole number"),
     ({"seeds": [1.5]}, "every entry must be a whole number"),
     ({"noise": [{"type": "asym", "rates": [0.2]}]}, "unknown noise type 'asym'"),
@@ -71,7 +83,7 @@ def test_unreadable_yaml_names_the_line(tmp_path):
         load_grid(str(tmp_path / "missing.yaml"))
 
 
-@pytest.mark.parametrize("path", ["grids/quick.yaml", "grids/paper.yaml", "grids/mnist.yaml", "grids/cifar.yaml",
+@pytest.mark.parametrize("path", ["grids/quick.yaml", "grids/digits-compare.yaml", "grids/cifar-n.yaml", "grids/paper.yaml", "grids/mnist.yaml", "grids/cifar.yaml",
                                   "grids/clothing1m.yaml"])
 def test_shipped_grids_are_valid(path):
     grid = load_grid(os.path.join(ROOT, path))
@@ -86,7 +98,8 @@ def test_paper_grid_covers_the_published_settings():
                            ("pairflip", 0.45), ("instance", 0.2), ("instance", 0.4)):
             assert (dataset, kind, rate) in settings
     assert {c.config.seed for c in grid.cells} == {1, 2, 3, 4, 5}
-    assert {c.config.method for c in grid.cells} == {"memomentum", "ce"}
+    assert {c.config.method for c in grid.cells} == {"memomentum", "ce", "coteaching", "jocor"}
+    assert all(c.config.differences() == {} for c in grid.cells)  # every method at its official settings
     assert all(c.gpu > 0 for c in grid.cells)
 
 
@@ -98,7 +111,7 @@ def run_cli(*args, cwd=ROOT):
 def test_dry_run_lists_every_cell_without_starting_ray(tmp_path):
     proc = run_cli("grids/paper.yaml", "--dry-run", "--storage", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "total: 280 trials" in proc.stdout and "GPU-hours" in proc.stdout
+    assert "total: 560 trials" in proc.stdout and "GPU-hours" in proc.stdout
     assert "cifar100-instance-0.4-s5-memomentum" in proc.stdout
     assert not os.listdir(tmp_path)  # nothing written
 
@@ -134,3 +147,19 @@ def test_real_noise_pairs_only_with_clothing1m():
     assert grid.cells[-1].name == "clothing1m-real-0-s1-ce"
     with pytest.raises(GridError, match="dataset clothing1m has no fitting noise entry"):
         parse_grid({**GOOD, "datasets": ["clothing1m"]})
+
+
+def test_the_dry_run_cost_uses_measured_figures_and_says_where_it_guesses(tmp_path):
+    from sweeps.runner import measured_epoch_seconds
+
+    md = tmp_path / "R.md"
+    md.write_text("# x\n## Per-epoch cost figures (read by ...)\n\n| model | device | precision | seconds per epoch | "
+                  "source |\n|---|---|---|---|---|\n| lenet | gpu | bf16 | 0.25 | a run |\n\n## Other\n"
+                  "| lenet | gpu | fp32 | 9 | not the cost table |\n")
+    assert measured_epoch_seconds(str(md)) == {("lenet", "gpu", "bf16"): 0.25}
+    assert measured_epoch_seconds(str(tmp_path / "missing.md")) == {}
+    assert ("lenet", "cpu", "fp32") in measured_epoch_seconds()  # the shipped benchmarks/RESULTS.md
+    quick = run_cli("grids/quick.yaml", "--dry-run", "--storage", str(tmp_path))
+    assert "from measured per-epoch figures" in quick.stdout
+    paper = run_cli("grids/paper.yaml", "--dry-run", "--storage", str(tmp_path))
+    assert "guessed for lenet/gpu/fp32" in paper.stdout

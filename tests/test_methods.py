@@ -15,15 +15,16 @@ from memomentum.config import TrialConfig
 from memomentum.data import DATASETS
 from memomentum.errors import ConfigError
 from memomentum.methods import METHODS, make_trial
-from sweeps.results import EPOCHS, ROUNDS, _doc_tables
-from tests.conftest import CLOTHING_TINY, write_clothing
+from sweeps.results import CELL, EPOCHS, ROUNDS, TWO_NETWORK_COLUMNS, _doc_tables
+from tests.conftest import CLOTHING_TINY, DEVICE_CONFIG, write_clothing
 
-DIGITS = {"dataset": "digits", "noise_type": "pairflip", "noise_rate": 0.3, "seed": 2, "device": "cpu",
-          "epochs_per_stage": 3, "max_outer": 2, "max_inner": 3, "checkpoint_every": 2}
+DIGITS = {"dataset": "digits", "noise_type": "pairflip", "noise_rate": 0.3, "seed": 2, **DEVICE_CONFIG,
+          "epochs_per_stage": 4, "max_outer": 2, "max_inner": 3, "checkpoint_every": 2}
+CELL_NAMES = [name for name, _ in CELL]  # the collector adds these from the config
 # what each record kind must carry for the tables (beyond the cell columns the collector adds)
-EPOCH_KEYS = set(EPOCHS.names) - {"key", "name", "dataset", "noise_type", "noise_rate", "seed", "method"}
-ROUND_KEYS = set(ROUNDS.names) - {"key", "name", "dataset", "noise_type", "noise_rate", "seed", "method"}
-RESULT_KEYS = {"test_acc", "best_val_score", "best_stage", "realized_noise_rate", "epochs", "seconds", "n_rounds",
+EPOCH_KEYS = set(EPOCHS.names) - {*CELL_NAMES, *TWO_NETWORK_COLUMNS}
+ROUND_KEYS = set(ROUNDS.names) - set(CELL_NAMES)
+RESULT_KEYS = {"test_acc", "last_test_acc", "last10_test_acc", "best_val_score", "best_stage", "realized_noise_rate", "epochs", "seconds", "n_rounds",
                "final_n_confident", "final_precision", "final_recall", "label_hash", "config_hash", "rounds"}
 
 

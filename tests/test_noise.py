@@ -132,3 +132,22 @@ def test_a_damaged_label_cache_is_recomputed_and_replaced(tmp_path, damage):
     assert torch.equal(again.noisy_labels, first.noisy_labels) and again.label_hash == first.label_hash
     assert path.read_bytes() == good  # replaced by the recomputed file
     assert [p.name for p in (tmp_path / "noise").iterdir()] == [path.name]  # no temporary file left
+
+
+def test_instance_noise_depends_on_the_image_and_symmetric_noise_does_not():
+    """The same labels, seed and rate with other images: instance noise flips other examples to other
+    classes (a class-level generator such as symmetric noise would give identical labels), and within a
+    class the targets concentrate on a few classes instead of spreading uniformly."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4000, 1, 6, 6), dtype=np.uint8)
+    other = rng.integers(0, 256, (4000, 1, 6, 6), dtype=np.uint8)
+    y = rng.integers(0, 5, 4000)
+    a = noise.make_noisy_labels("instance", 0.3, y, images, 5, seed=4)
+    b = noise.make_noisy_labels("instance", 0.3, y, other, 5, seed=4)
+    assert (a != b).mean() > 0.1
+    sym = [noise.make_noisy_labels("symmetric", 0.3, y, imgs, 5, seed=4) for imgs in (images, other)]
+    assert np.array_equal(*sym)
+    flips = (a != y)
+    for c in range(5):  # per example a favourite wrong class: far from uniform over the 4 wrong classes
+        targets = np.bincount(a[flips & (y == c)], minlength=5)
+        assert targets.max() > 1.5 * targets.sum() / 4

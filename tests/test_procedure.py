@@ -17,17 +17,18 @@ from memomentum.memory import MemoryFeed, TrialData
 from memomentum.methods import make_trial, run
 from memomentum.methods.ce import CETrial
 from memomentum.methods.memomentum import MeMomentumTrial as Trial, extract_confident
+from tests.conftest import DEVICE_CONFIG, TEST_DEVICE
 
 
 def small(**kw) -> TrialConfig:
-    base = {"dataset": "digits", "noise_type": "symmetric", "noise_rate": 0.3, "seed": 1, "device": "cpu",
+    base = {"dataset": "digits", "noise_type": "symmetric", "noise_rate": 0.3, "seed": 1, **DEVICE_CONFIG,
             "epochs_per_stage": 3, "max_outer": 2, "max_inner": 3}
     return TrialConfig.from_dict({**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def digits_data():
-    return trial_mod.prepare(small(), torch.device("cpu"))
+    return trial_mod.prepare(small(), torch.device(TEST_DEVICE))
 
 
 class Script:
@@ -213,7 +214,7 @@ def test_ce_is_one_scheduled_stage_on_all_noisy_labels(digits_data):
 
 def test_cli_prints_progress_and_a_final_json_line():
     proc = subprocess.run([sys.executable, "-m", "memomentum", "--dataset", "digits", "--noise-type", "pairflip",
-                           "--noise-rate", "0.2", "--seed", "2", "--device", "cpu", "--set", "epochs_per_stage=2",
+                           "--noise-rate", "0.2", "--seed", "2", "--device", TEST_DEVICE, "--set", "epochs_per_stage=2",
                            "--set", "max_outer=1", "--set", "max_inner=2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -249,7 +250,7 @@ def test_library_does_not_import_ray():
 
 def test_real_mnist_trial_smoke(mnist_root):
     cfg = TrialConfig.from_dict({"dataset": "mnist", "data_root": mnist_root, "noise_type": "instance",
-                                 "noise_rate": 0.4, "device": "cpu", "epochs_per_stage": 1, "max_outer": 1,
+                                 "noise_rate": 0.4, "device": TEST_DEVICE, "epochs_per_stage": 1, "max_outer": 1,
                                  "max_inner": 2})
     result = run(cfg)
     assert result["epochs"] == 2 and len(result["rounds"]) == 2
@@ -266,7 +267,7 @@ def test_cli_trial_files_feed_the_sweep_tables(tmp_path):
     sweep = tmp_path / "gpu"
     for seed in (1, 2):
         proc = subprocess.run([sys.executable, "-m", "memomentum", "--dataset", "digits", "--noise-rate", "0.4",
-                               "--seed", str(seed), "--device", "cpu", "--set", "epochs_per_stage=2",
+                               "--seed", str(seed), "--device", TEST_DEVICE, "--set", "epochs_per_stage=2",
                                "--set", "max_outer=1", "--set", "max_inner=2", "--sweep-dir", str(sweep)],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr

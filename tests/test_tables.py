@@ -59,3 +59,40 @@ def test_zero_by_official_rule_is_footnoted():
     staged = trials([{"dataset": "digits", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
                       "seed": 1, "test_acc": 96.0, "best_stage": "A", "select_stage_a": True}])
     assert tables.paper_table(staged).to_pylist()[0]["variant"] == "stage-A selection"
+
+
+def test_welch_verdicts_against_the_published_numbers():
+    def cell(method, accs):
+        t = trials([{"dataset": "cifar10", "method": method, "noise_type": "pairflip", "noise_rate": 0.4,
+                     "seed": s, "test_acc": a, "last_test_acc": a - 1, "last10_test_acc": a - 0.5}
+                    for s, a in enumerate(accs, 1)])
+        return tables.paper_table(t).to_pylist()[0]
+
+    same = cell("memomentum", [87.0, 87.5, 88.0])  # published 87.49 +- 0.56
+    assert same["verdict"] == "matches" and same["p_value"] > 0.05
+    low = cell("memomentum", [80.0, 80.5, 81.0])
+    assert low["verdict"] == "below" and low["p_value"] < 0.05
+    high = cell("jocor", [90.0, 90.2, 90.4])  # published 83.91, no std: a one-sample test
+    assert high["verdict"] == "above" and high["ref_std"] is None
+    assert (high["last_mean"], high["last10_mean"], high["last_n"]) == (89.2, 89.7, 3)
+    one = cell("memomentum", [87.0])
+    assert one["verdict"] is None and one["p_value"] is None  # one seed: no test
+    md = tables.render_markdown(tables.paper_table(trials([])), trials([]))
+    assert "No finished trials" in md
+
+
+def test_a_trial_off_the_official_settings_is_a_labelled_variant():
+    import json
+
+    from memomentum.config import TrialConfig
+    faithful = TrialConfig.from_dict({"dataset": "cifar10", "method": "coteaching", "noise_type": "symmetric",
+                                      "noise_rate": 0.2, "compile": True, "device": "cpu"})
+    short = faithful.replace(epochs_per_stage=100, decay_start=40)
+    rows = [{"dataset": "cifar10", "method": "coteaching", "noise_type": "symmetric", "noise_rate": 0.2, "seed": 1,
+             "test_acc": 85.0, "config_json": json.dumps(cfg.to_dict())} for cfg in (faithful, short)]
+    table = tables.paper_table(trials(rows)).to_pylist()
+    variants = {r["variant"]: r for r in table}
+    assert set(variants) == {"", "decay_start=40, epochs_per_stage=100"}  # compile and device are not variants
+    assert variants[""]["ref_mean"] == 87.16 and variants["decay_start=40, epochs_per_stage=100"]["ref_mean"] is None
+    md = tables.render_markdown(tables.paper_table(trials(rows)))
+    assert "coteaching [decay_start=40, epochs_per_stage=100]" in md and "Welch" in md

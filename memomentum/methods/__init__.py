@@ -7,10 +7,10 @@ the tables and the tests take the list from here.
 """
 from typing import Dict, Optional
 
-from memomentum.methods import ce, classwise, memomentum
+from memomentum.methods import ce, classwise, coteaching, jocor, memomentum
 from memomentum.methods.method import Method
 
-METHODS: Dict[str, Method] = {m.METHOD.name: m.METHOD for m in (memomentum, ce, classwise)}
+METHODS: Dict[str, Method] = {m.METHOD.name: m.METHOD for m in (memomentum, ce, coteaching, jocor, classwise)}
 
 
 def make_trial(cfg, state: Optional[dict] = None, **kwargs):

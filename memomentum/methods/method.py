@@ -18,6 +18,8 @@ class Method:
     rounds: bool = False  # extracts a new training set round by round (confident-set figures)
     data: Tuple[str, ...] = ("memory",)  # data kinds it runs on: "memory" (tensors), "stream" (files)
     needs_clean_val: bool = False  # selects on a clean validation set (data sets that ship one)
+    networks: int = 1  # networks trained side by side (cost of an epoch, in single-network epochs)
+    min_epochs: int = 1  # the least epochs_per_stage it can run with
     defaults: Callable[[str, str, float], Mapping[str, object]] = field(default=_no_defaults)
     #           (dataset, noise_type, noise_rate) -> its official settings where they differ from SPEC §2
 
