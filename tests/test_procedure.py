@@ -279,3 +279,36 @@ def test_cli_trial_files_feed_the_sweep_tables(tmp_path):
     assert pq.read_table(sweep / "results" / "epochs.parquet").num_rows == 8
     assert "2) / n/a / n/a" in (sweep / "results" / "paper_table.md").read_text()
     assert (sweep / "results" / "accuracy.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("val_augment, extract_augment", [(True, True), (False, False), (True, False)])
+def test_augmentation_switches_reach_validation_and_extraction(val_augment, extract_augment, monkeypatch):
+    """val_augment / extract_augment really choose the transform of the validation and extraction passes,
+    and extraction predicts with the kept best model of the stage (its exact weights)."""
+    import memomentum.methods.memomentum as mm
+
+    cfg = small(val_augment=val_augment, extract_augment=extract_augment, max_outer=1)
+    trial = make_trial(cfg)
+    seen = {"val": set(), "extract": set()}
+    extracted_with = []
+    predict = trial.feed.engine.predict
+
+    def spy_predict(model, images, idx, augment):
+        kind = "val" if torch.equal(idx, trial.data.val_idx) else "extract" if torch.equal(idx, trial.data.train_idx) \
+            else "other"
+        if kind in seen:
+            seen[kind].add(augment)
+        return predict(model, images, idx, augment)
+
+    extract = mm.extract_confident
+
+    def spy_extract(feed, model, idx, augment):
+        keep = trial.s.keep
+        extracted_with.append(all(torch.equal(v, keep[k]) for k, v in model.state_dict().items()))
+        return extract(feed, model, idx, augment)
+
+    monkeypatch.setattr(trial.feed.engine, "predict", spy_predict)
+    monkeypatch.setattr(mm, "extract_confident", spy_extract)
+    list(trial.records())
+    assert seen["val"] == {val_augment} and seen["extract"] == {extract_augment}
+    assert extracted_with and all(extracted_with)
