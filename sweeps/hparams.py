@@ -41,8 +41,10 @@ def experiment_summary(configs: Iterable[dict]):
     configs = list(configs)
     params = []
     for name, field in HPARAMS:
-        values = sorted({c.get(field) for c in configs if c.get(field) is not None}, key=str)
-        domain = hp.Discrete(values) if values and len({type(v) for v in values}) == 1 else None
+        values = sorted({c.get(field) for c in configs if c.get(field) not in (None, "")}, key=str)
+        if not values:  # e.g. noise_label in a sweep without human noise: not a hyper-parameter of it
+            continue
+        domain = hp.Discrete(values) if len({type(v) for v in values}) == 1 else None
         params.append(hp.HParam(name, domain))
     metrics = [hp.Metric(tag, display_name=label) for tag, _, label in METRICS]
     return hp.hparams_config_pb(params, metrics, time_created_secs=time.time())
@@ -50,7 +52,7 @@ def experiment_summary(configs: Iterable[dict]):
 
 def session_summary(config: dict, trial_id: str):
     """One trial's hyper-parameter values (a session start)."""
-    values = {name: config.get(field) for name, field in HPARAMS if config.get(field) is not None}
+    values = {name: config.get(field) for name, field in HPARAMS if config.get(field) not in (None, "")}
     return _api().hparams_pb(values, trial_id=trial_id, start_time_secs=time.time())
 
 

@@ -195,6 +195,7 @@ def test_tensorboard_hparams_list_every_trial_with_its_final_metrics(finished_sw
     experiment = metadata.parse_experiment_plugin_data(plugin[metadata.EXPERIMENT_TAG])
     names = {h.name for h in experiment.hparam_infos}
     assert {"dataset", "noise_type", "noise_rate", "seed", "method"} <= names
+    assert "noise_label" not in names  # no human noise in this sweep: no empty hyper-parameter
     assert {m.name.tag for m in experiment.metric_infos} >= {"hparams/test_acc", "hparams/last_test_acc",
                                                              "hparams/best_val_score", "hparams/seconds"}
     seeds = next(h for h in experiment.hparam_infos if h.name == "seed")
