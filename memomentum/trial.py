@@ -143,14 +143,16 @@ class Trial:
         s.late = []
         return record
 
-    def _late_test(self, round_epochs: int, *models) -> Optional[float]:
+    def _late_test(self, round_epochs: int, *models, measured: Optional[float] = None) -> Optional[float]:
         """In the last LAST_K epochs of a round of known length `round_epochs` (call after counting the
         epoch): the test accuracy of the live model(s), their mean for two networks, kept for the round's
-        `last_test_acc` / `last10_test_acc`. None elsewhere (nothing measured)."""
+        `last_test_acc` / `last10_test_acc`. None elsewhere (nothing measured). `measured`: the accuracy
+        of the one live model, already taken this epoch (not measured twice)."""
         s = self.s
         if s.epoch <= round_epochs - LAST_K:
             return None
-        acc = sum(self.feed.test_accuracy(m) for m in models) / len(models)
+        acc = measured if measured is not None and len(models) == 1 else \
+            sum(self.feed.test_accuracy(m) for m in models) / len(models)
         s.late.append(acc)
         return acc
 

@@ -53,7 +53,7 @@ def _finished(trials: pa.Table) -> List[dict]:
 
 def accuracy_figure(trials: pa.Table):
     """Test accuracy against noise rate; None when no trial has finished."""
-    rows = _finished(trials)
+    rows = [{**t, "_variant": paper.variant(t)} for t in _finished(trials)]  # parsed once per trial
     panels = sorted({(t["dataset"], t["noise_type"]) for t in rows},
                     key=lambda p: (p[0], paper.NOISE_ORDER.get(p[1], 9)))
     if not panels:
@@ -64,11 +64,11 @@ def accuracy_figure(trials: pa.Table):
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
     for ax, (dataset, kind) in zip(axes.flat, panels):
         mine = [t for t in rows if t["dataset"] == dataset and t["noise_type"] == kind]
-        lines = sorted({(t["method"], paper.variant(t)) for t in mine}, key=lambda m: (paper.method_order(m[0]), m))
+        lines = sorted({(t["method"], t["_variant"]) for t in mine}, key=lambda m: (paper.method_order(m[0]), m))
         for method, mode in lines:
             by_rate = defaultdict(list)
             for t in mine:
-                if t["method"] == method and paper.variant(t) == mode:
+                if t["method"] == method and t["_variant"] == mode:
                     by_rate[_noise_x(t)].append(t["test_acc"])
             rates = sorted(by_rate)
             means = [sum(by_rate[r]) / len(by_rate[r]) for r in rates]

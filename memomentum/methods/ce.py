@@ -43,7 +43,7 @@ class CETrial(Trial):
             s.round_best = max(s.round_best, score)
             improved = score > s.best_val
             test_acc = self._improve(score, "ce") if improved else None
-            late = self._late_test(cfg.epochs_per_stage, self._model)
+            late = self._late_test(cfg.epochs_per_stage, self._model, measured=test_acc)
             over = s.epoch >= cfg.epochs_per_stage
             yield from self._epoch_records(over, lr=lr, train_loss=loss, train_acc=acc, val_score=score,
                                            improved=improved, test_acc=test_acc, epoch_test_acc=late)

@@ -111,7 +111,7 @@ class ClassWiseTrial(Trial):
             s.round_best = max(s.round_best, val_acc)
             self._remember_class_bests(class_scores(recall, precision, cfg.beta))
             test_acc = self._improve(val_acc, STAGE) if val_acc > s.best_val else None
-            late = self._late_test(cfg.epochs_per_stage, self._model)
+            late = self._late_test(cfg.epochs_per_stage, self._model, measured=test_acc)
             over = s.epoch >= cfg.epochs_per_stage
             yield from self._epoch_records(over, lr=lr, train_loss=loss, train_acc=acc, val_score=val_acc,
                                            improved=test_acc is not None, test_acc=test_acc, epoch_test_acc=late)

@@ -59,7 +59,7 @@ class MeMomentumTrial(Trial):
             s.step += 1
             s.round_best = max(s.round_best, score)
             improved, test_acc = self._select(score)
-            late = self._late_test(cfg.epochs_per_stage, self._model) if scheduled else None  # stage A: length unknown
+            late = self._late_test(cfg.epochs_per_stage, self._model, measured=test_acc) if scheduled else None  # stage A: length unknown
             over = s.epoch >= cfg.epochs_per_stage or (not scheduled and s.slack > SLACK_LIMIT)
             yield from self._epoch_records(over, lr=lr, train_loss=loss, train_acc=acc, val_score=score,
                                            improved=improved, test_acc=test_acc, epoch_test_acc=late)
