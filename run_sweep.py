@@ -65,24 +65,25 @@ def main(argv=None) -> int:
 
 
 def collect(sweep_dir: str, figures: bool = False) -> int:
+    from sweeps import layout
     from sweeps.results import Collector
     from sweeps.storage import Storage, StorageError
 
     location, _, name = sweep_dir.rstrip("/").rpartition("/")
     store = Storage(location or ".")
-    if not store.exists(name, "trials"):
+    if not store.exists(name, layout.TRIALS):
         raise StorageError(f"{sweep_dir} holds no trials/ folder; give the sweep folder <storage>/<grid name>")
     collector = Collector(store, name)
     tables = collector.write()
     for line in collector.skipped:
         print(f"warning: skipped {line}", file=sys.stderr)
     print(f"{tables['trials'].num_rows} trials, {tables['rounds'].num_rows} rounds, "
-          f"{tables['epochs'].num_rows} epochs -> {store.uri(name, 'results')}")
+          f"{tables['epochs'].num_rows} epochs -> {store.uri(name, layout.RESULTS)}")
     if figures:
         from sweeps.report import write_report
 
         print("written: " + ", ".join(write_report(store, name, tables)))
-    print((store.read(name, "results", "paper_table.md") or b"").decode())
+    print((store.read(name, layout.RESULTS, "paper_table.md") or b"").decode())
     return 0
 
 

@@ -54,15 +54,39 @@ def config_from_args(args) -> TrialConfig:
 
 
 def list_methods() -> str:
+    """Each registered method: what it is, the data sets it runs on, its own settings with their defaults, and
+    its official settings per data set where they differ (its own, and a data set's for its options)."""
     from memomentum.data import DATASETS
     from memomentum.methods import METHODS
 
     lines = []
     for name, method in METHODS.items():
-        datasets = ", ".join(d for d, info in DATASETS.items() if method.supports(info))
+        runs_on = [d for d, info in DATASETS.items() if method.supports(info)]
         published = f"; published as {method.published}" if method.published else ""
-        lines.append(f"{name:12s} {method.summary}\n{'':12s} data sets: {datasets}{published}")
+        lines.append(f"{name:12s} {method.summary}")
+        lines.append(f"{'':12s} data sets: {', '.join(runs_on)}{published}; version {method.version}")
+        options = method.options().to_dict()
+        if options:
+            lines.append(f"{'':12s} options: {_settings(options)}")
+        for dataset, values in method.defaults.items():
+            lines.append(f"{'':12s} on {'every data set' if dataset == '*' else dataset}: {_settings(values)}")
+        for dataset in runs_on:
+            given = {k: v for k, v in DATASETS[dataset].defaults.items() if k in options}
+            if given:
+                lines.append(f"{'':12s} on {dataset} (the data set's settings): {_settings(given)}")
     return "\n".join(lines)
+
+
+def _settings(values) -> str:
+    """key=value, ... as a user writes them in a grid or --set."""
+    def shown(v):
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, (list, tuple)):
+            return ",".join(str(x) for x in v)
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k}={shown(v)}" for k, v in values.items())
 
 
 def write_trial_document(sweep_dir: str, doc: dict) -> str:

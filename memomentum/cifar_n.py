@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Mapping, Tuple
 
 import numpy as np
-import torch
 
 from memomentum.errors import DataError
 
@@ -46,6 +45,8 @@ def read_file(path: str) -> Mapping[str, object]:
     if not os.path.isfile(path):
         raise DataError(f"the CIFAR-N label file {path} is missing; put the release's {os.path.basename(path)} "
                         f"(github.com/UCSC-REAL/cifar-10-100n, data/) under <data root>/{FOLDER}/")
+    import torch  # here, not at the top: `import memomentum` (whose config names HUMAN) must not load torch
+
     try:
         with torch.serialization.safe_globals(_allowed()):
             content = torch.load(path, weights_only=True)
@@ -58,7 +59,7 @@ def read_file(path: str) -> Mapping[str, object]:
     return content
 
 
-def read_labels(spec: HumanNoise, root: str, label: str, train_labels: torch.Tensor) -> Tuple[np.ndarray, str]:
+def read_labels(spec: HumanNoise, root: str, label: str, train_labels) -> Tuple[np.ndarray, str]:
     """(noisy labels of label set `label` as int64, the file's path), after checking that the file's
     clean labels are the user's CIFAR training labels."""
     path = path_of(spec, root)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 import numpy as np
-import torch
 
 from memomentum.atomic import atomic_savez, load_npz
 from memomentum.errors import DataError

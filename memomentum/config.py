@@ -1,8 +1,12 @@
-"""Typed, frozen configuration of one trial, with the official defaults (SPEC.md §1-3).
+"""Typed, frozen configuration of one trial, with the official defaults (SPEC.md §1-4, §6).
 
-`TrialConfig.from_dict` is the only way user input becomes a config: it rejects unknown keys and
-wrongly typed values with one clear message, fills in the data set's official network, and checks
-ranges, so a bad grid fails before anything runs.
+A config is the settings every method shares (the fields of `TrialConfig`) plus the settings of its
+method (`TrialConfig.options`, an instance of the method's own `Options` dataclass; see
+memomentum/methods/method.py). Users write both flat: `{"lr": 0.02, "forget_rate": 0.3}`, `--set
+forget_rate=0.3`; `TrialConfig.from_dict` routes each key to where it belongs, rejects unknown keys,
+keys of another method and wrongly typed values with one clear message, fills in the official
+settings of the cell (the data set's, then the method's for that data set), and checks ranges, so a bad
+grid fails before anything runs.
 """
 import dataclasses
 import hashlib
@@ -10,7 +14,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from memomentum.cifar_n import HUMAN
 from memomentum.errors import ConfigError, short, unknown
@@ -24,6 +28,7 @@ MATMUL_PRECISIONS = ("fp32", "tf32")
 SEED_MAX = 2 ** 32 - 1  # numpy's and torch's generators take any seed in 0 .. 2**32 - 1 the same way
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
 AUTO_WORKERS = -1  # num_workers: as many DataLoader processes as this process may use CPUs (at most 8)
+BASE_METHOD_VERSION = 1  # a method at this version adds nothing to its trials' keys (see config_hash)
 
 
 @dataclass(frozen=True)
@@ -38,41 +43,23 @@ class TrialConfig:
     model: str = ""  # network name from memomentum.models.MODELS; "" = the data set's official one
     data_root: str = ""  # folder with the data set files; "" = $MEMOMENTUM_DATA, else ./data
     download: bool = False  # let torchvision download missing files (never needed for digits)
-    # --- the procedure (SPEC §2-3) -----------------------------------------------------------
-    epochs_per_stage: int = 100  # epochs: cap of stage A, and length of every stage-B round
-    max_outer: int = 3  # outer loops, each starting a fresh model on the current confident set
-    max_inner: int = 20  # stage-B rounds per outer loop are at most max_inner - 1
+    # --- training, for every method (SPEC §2) ------------------------------------------------
+    epochs_per_stage: int = 100  # epochs of a round (Me-Momentum: cap of stage A and length of a stage-B round)
     train_fraction: float = 0.9  # share of the noisy training set used for training; rest = noisy validation
     val_augment: bool = True  # score validation under the training transform, as the official code
-    extract_augment: bool = True  # extract confident examples under the training transform, as official
-    select_stage_a: bool = False  # let stage-A gains also set the reported test accuracy (off: official,
-    #                               where a trial whose stage B never beats stage A reports 0)
-    # --- optimisation (SPEC §2) --------------------------------------------------------------
-    lr: float = 0.01  # SGD learning rate at the start of every stage
+    lr: float = 0.01  # learning rate at the start of every round
     momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 1e-4  # SGD L2 weight decay
+    weight_decay: float = 1e-4  # L2 weight decay
     batch_size: int = 128  # training mini-batch, examples
     eval_batch_size: int = 1024  # evaluation and extraction batch, examples (no effect on results)
-    lr_milestones: tuple = (40, 80)  # stage-B epochs (and ce epochs) where lr is multiplied by lr_gamma
+    lr_milestones: tuple = (40, 80)  # epochs of a round where lr is multiplied by lr_gamma (SGD methods)
     lr_gamma: float = 0.1  # lr factor at each milestone
-    class_weighted: bool = False  # class-weighted cross-entropy as the official Clothing.py (default there)
-    # --- Clothing1M (SPEC §4) -----------------------------------------------------------------
-    image_size: int = 256  # images are resized to image_size x image_size (crop padding = image_size / 8)
-    beta: float = 0.45  # per-class model score = beta * val recall + (1 - beta) * val precision
+    # --- images and networks (Clothing1M, SPEC §4) --------------------------------------------
+    image_size: int = 256  # streamed images are resized to image_size x image_size (crop padding = image_size / 8)
     pretrained: bool = False  # start from ImageNet weights (default true for clothing1m)
     pretrained_weights: str = ""  # local file of torchvision's ResNet-50 ImageNet state dict; "" = download
     num_workers: int = AUTO_WORKERS  # DataLoader processes decoding JPEGs; -1 = auto: the CPUs this process
     #                                  may use (a sweep trial's `cpu` resources), at most 8 (no effect on results)
-    # --- the small-loss baselines coteaching / jocor (SPEC §6; they train epochs 1 .. epochs_per_stage - 1
-    #     with Adam, as the reference main.py's range(1, n_epoch)) -------------------------------------------
-    forget_rate: float = -1.0  # share of each batch left out once ramped up; -1 = the noise rate (jocor: half
-    #                            of it for pairflip, as the reference)
-    num_gradual: int = 10  # Tk: epochs over which the forget rate ramps up from 0 (linspace over epochs 0 .. Tk-1)
-    exponent: float = 1.0  # c: the ramp ends at forget_rate ** c
-    decay_start: int = 80  # epoch from which Adam's lr falls linearly to 0 and its beta1 is 0.1 (cifar100: 100)
-    co_lambda: float = 0.9  # jocor: weight of the two networks' agreement (symmetric KL) term (cifar100: 0.85)
-    coteaching_double_mean: bool = False  # coteaching: divide the mean loss by the kept count again, as the
-    #                                       reference loss.py does (a much smaller step; off = the plain mean)
     # --- execution (never changes what is computed, except precision) --------------------------
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; channels_last on CUDA); recorded in results
@@ -83,6 +70,8 @@ class TrialConfig:
     #                                   from a fractional `gpu` resource
     deterministic: bool = False  # torch deterministic algorithms; cudnn.benchmark is on when False
     checkpoint_every: int = 0  # also offer a resumable state every N epochs inside rounds (0 = rounds only)
+    # --- the method's own settings ------------------------------------------------------------
+    options: Any = None  # an instance of METHODS[method].options; None: its defaults
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self):
@@ -114,16 +103,22 @@ class TrialConfig:
                 raise ConfigError(f"noise_label={short(self.noise_label)} is not a {self.dataset} human label set; "
                                   f"use one of: {', '.join(labels)}")
             if self.noise_rate != 0:
-                raise ConfigError(f"human noise has the rate of its label set: leave noise_rate unset")
+                raise ConfigError("human noise has the rate of its label set: leave noise_rate unset")
         elif self.noise_label:
             raise ConfigError(f"noise_label is for noise_type {HUMAN} (CIFAR-N) only; remove it, or set "
                               f"noise_type {HUMAN}")
         _one_of("method", self.method, METHODS)
-        if not METHODS[self.method].supports(info):
+        method = METHODS[self.method]
+        if not method.supports(info):
             fitting = sorted(name for name, m in METHODS.items() if m.supports(info))
             raise ConfigError(f"method {self.method} does not run on {self.dataset} "
                               f"({'streamed from disk, with a clean validation set' if info.streams else 'held in memory'}); "
                               f"methods for {self.dataset}: {', '.join(fitting)}")
+        if self.options is None:
+            object.__setattr__(self, "options", method.options())
+        elif type(self.options) is not method.options:
+            raise ConfigError(f"options {type(self.options).__name__} are not those of method {self.method} "
+                              f"({method.options.__name__})")
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         if not 0.0 <= self.gpu_memory_fraction <= 1.0:
@@ -136,22 +131,13 @@ class TrialConfig:
             raise ConfigError(f"noise_rate={self.noise_rate} is outside [0, 1); use e.g. 0.2 for 20% noise")
         if not 0.0 < self.train_fraction < 1.0:
             raise ConfigError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ConfigError(f"beta={self.beta} must lie in [0, 1]")
-        if self.forget_rate != -1.0 and not 0.0 <= self.forget_rate < 1.0:
-            raise ConfigError(f"forget_rate={self.forget_rate} must lie in [0, 1), or be -1 (the noise rate)")
-        if not 0.0 <= self.co_lambda <= 1.0:
-            raise ConfigError(f"co_lambda={self.co_lambda} must lie in [0, 1]")
-        if self.exponent <= 0:
-            raise ConfigError(f"exponent={self.exponent} must be positive")
-        for name in ("epochs_per_stage", "max_outer", "max_inner", "batch_size", "eval_batch_size", "image_size",
-                     "num_gradual"):
+        for name in ("epochs_per_stage", "batch_size", "eval_batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.epochs_per_stage < METHODS[self.method].min_epochs:
+        if self.epochs_per_stage < method.min_epochs:
             raise ConfigError(f"epochs_per_stage={self.epochs_per_stage} is too short for {self.method}: it must be at "
-                              f"least {METHODS[self.method].min_epochs}")
-        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every", "decay_start"):
+                              f"least {method.min_epochs}")
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
         if self.num_workers < AUTO_WORKERS:
@@ -164,27 +150,61 @@ class TrialConfig:
     # ------------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrialConfig":
-        """Strict construction: unknown keys and wrong types raise ConfigError naming the key."""
+        """Strict construction from flat values: unknown keys, keys of another method's options and wrong
+        types raise ConfigError naming the key; the cell's official settings fill in the rest."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"a trial config must be a mapping of field: value, got {type(values).__name__}")
-        kinds = field_types()
+        for key in ("dataset", "method"):
+            if key in values and values[key] is not None:
+                _check_type(key, values[key], str)
+        dataset = values.get("dataset") or cls.dataset
+        method = values.get("method") or official_defaults(dataset).get("method", cls.method)
+        own = field_types(method)  # shared fields and the method's options (all of them if the name is unknown)
         checked = {}
         for key, value in values.items():
-            if key not in kinds:
-                raise ConfigError(unknown("config field", key, kinds))
-            checked[key] = _check_type(key, value, kinds[key])
-        dataset = checked.get("dataset", cls.dataset)
-        method = checked.get("method") or official_defaults(dataset)["method"]  # the data set's own default
-        defaults = cell_defaults(dataset, method, checked.get("noise_type"), checked.get("noise_rate"))
-        return cls(**{**defaults, "method": method, **checked})
+            if key not in own:
+                raise ConfigError(not_a_field(key, method))
+            checked[key] = _check_type(key, value, own[key])
+        checked.update(dataset=dataset, method=method)
+        flat = {**cell_defaults(dataset, method, checked.get("noise_type")), **checked}
+        return cls._build(flat)
+
+    @classmethod
+    def _build(cls, flat: Mapping[str, Any]) -> "TrialConfig":
+        """The config of flat values that are all shared fields or the method's options."""
+        options = _options_class(flat.get("method", cls.method))
+        shared = shared_types()
+        opts = {k: v for k, v in flat.items() if k not in shared}
+        try:
+            built = options(**opts) if options is not None else None
+        except TypeError as exc:  # a key the method does not have: from_dict reports these before
+            raise ConfigError(f"method {flat.get('method')}: {exc}") from None
+        return cls(**{k: v for k, v in flat.items() if k in shared}, options=built)
+
+    @classmethod
+    def from_stored(cls, values: Mapping[str, Any]) -> "TrialConfig":
+        """The config of a stored trial file (trial.json), leniently: keys that its method does not have
+        (files written before a method owned its settings held every method's) are left out, and fields
+        added since take their defaults. Raises ConfigError if what is left is not a valid config."""
+        if not isinstance(values, Mapping):
+            raise ConfigError("a stored trial config must be a mapping")
+        method = values.get("method") if isinstance(values.get("method"), str) else None
+        own = field_types(method or cls.method)
+        return cls.from_dict({k: v for k, v in values.items() if k in own})
 
     def replace(self, **changes) -> "TrialConfig":
-        return TrialConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with `changes` (flat); changing the method drops the old method's options."""
+        keep = self.to_dict() if changes.get("method", self.method) == self.method else self.shared_dict()
+        return TrialConfig.from_dict({**keep, **changes})
 
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+    def shared_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
         out["lr_milestones"] = list(self.lr_milestones)
         return out
+
+    def to_dict(self) -> dict:
+        """Flat: the shared fields and the method's options, as a user writes them."""
+        return {**self.shared_dict(), **self.options.to_dict()}
 
     def trial_name(self) -> str:
         """Readable trial name: data set, noise, rate (or human label set), seed, method."""
@@ -195,13 +215,23 @@ class TrialConfig:
         """Stable identity of the trial across runs: its name plus the hash of what it computes."""
         return f"{self.trial_name()}-{self.config_hash()[:8]}"
 
+    def method_version(self) -> int:
+        from memomentum.methods import METHODS
+
+        return METHODS[self.method].version
+
     def config_hash(self) -> str:
-        """Stable short hash of what the trial computes: the data set plus every setting that differs
-        from that data set's official defaults (execution-only fields left out). A field added later
-        with a default therefore leaves the hashes, and the keys of finished sweep cells, unchanged."""
-        base = official_defaults(self.dataset)
+        """Stable short hash of what the trial computes: the data set, every setting that differs from
+        the defaults of the data set and the method's options' own defaults (execution-only fields left
+        out), and the method's version from 2 on. A field added later with a default, and version 1,
+        therefore leave the hashes, and the keys of finished sweep cells, unchanged; raising a method's
+        version changes the keys of its trials only."""
+        base = {**official_defaults(self.dataset), **_dataset_options(self.dataset, type(self.options))}
         keyed = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and v != base[k]}
         keyed["dataset"] = self.dataset
+        version = self.method_version()
+        if version != BASE_METHOD_VERSION:
+            keyed["method_version"] = version
         return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
     def differences(self) -> dict:
@@ -212,47 +242,106 @@ class TrialConfig:
                 and v != base[k]}
 
 
-def cell_defaults(dataset: str, method: str, noise_type=None, noise_rate=None) -> dict:
+def _options_class(method: str):
+    from memomentum.methods import METHODS
+
+    return METHODS[method].options if method in METHODS else None
+
+
+def _dataset_options(dataset: str, options) -> dict:
+    """The method's option defaults, with the data set's own settings for any of them (SPEC §4)."""
+    from memomentum.data import DATASETS
+
+    info = DATASETS.get(dataset)
+    out = options().to_dict()
+    if info is not None:
+        out.update({k: v for k, v in info.defaults.items() if k in out})
+    return out
+
+
+def cell_defaults(dataset: str, method: str, noise_type=None) -> dict:
     """The official settings of a (data set, method, noise) cell that differ from the dataclass defaults:
-    the data set's (SPEC §4), the method's own (e.g. a baseline's optimiser, SPEC §6), and the data
-    set's for that method. Unknown names give {} (validation then says what is wrong)."""
+    the data set's (SPEC §4; only the fields the method has), its network, and the method's own for that
+    data set (e.g. a baseline's optimiser, SPEC §6). Unknown names give {} (validation then says what is
+    wrong)."""
     from memomentum.data import DATASETS
     from memomentum.methods import METHODS
 
     info = DATASETS.get(dataset)
-    out = dict(info.defaults) if info is not None else {}
+    own = field_types(method) if method in METHODS else shared_types()
+    out = {k: v for k, v in (info.defaults if info is not None else {}).items() if k in own}
     if info is not None:
         out["model"] = info.model
-    noise_type = noise_type if noise_type is not None else out.get("noise_type", TrialConfig.noise_type)
-    if noise_type == HUMAN:  # the label set has its own rate
+    if (noise_type or out.get("noise_type")) == HUMAN:  # the label set has its own rate
         out["noise_rate"] = 0.0
-    noise_rate = noise_rate if noise_rate is not None else out.get("noise_rate", TrialConfig.noise_rate)
     if method in METHODS:
-        out.update(METHODS[method].defaults(dataset, noise_type, noise_rate))
-    if info is not None:
-        out.update(info.method_defaults.get(method, {}))
+        out.update(METHODS[method].defaults_for(dataset))
     return out
 
 
 def official_defaults(dataset: str, method: Optional[str] = None, noise_type=None, noise_rate=None) -> dict:
-    """Every field's official value: of the data set alone (method None: the dataclass defaults plus the
-    data set's), or of a whole cell (plus the method's, with the cell's method and noise filled in)."""
-    out = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
-    if method is None:
-        from memomentum.data import DATASETS
+    """Every field's official value, flat: of the data set alone (method None: the shared fields' defaults
+    plus the data set's), or of a whole cell (plus the method's options and its settings for the data
+    set, with the cell's method and noise filled in)."""
+    out = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.name != "options"}
+    from memomentum.data import DATASETS
 
-        info = DATASETS.get(dataset)
-        out.update(info.defaults if info is not None else {}, model=info.model if info is not None else "")
+    info = DATASETS.get(dataset)
+    if method is None:
+        out.update({k: v for k, v in (info.defaults if info is not None else {}).items() if k in out},
+                   model=info.model if info is not None else "")
     else:
-        out.update(cell_defaults(dataset, method, noise_type, noise_rate), method=method)
+        options = _options_class(method)
+        if options is not None:
+            out.update(options().to_dict())
+        out.update(cell_defaults(dataset, method, noise_type), method=method)
         out.update({k: v for k, v in (("noise_type", noise_type), ("noise_rate", noise_rate)) if v is not None})
     out["dataset"] = dataset
     out["lr_milestones"] = list(out["lr_milestones"])
     return out
 
 
-def field_types() -> dict:
-    return {f.name: f.type for f in dataclasses.fields(TrialConfig)}
+def stored_config(values: Mapping[str, Any]) -> dict:
+    """A stored trial config (trial.json) as flat values for tables, never refused: fields added since it was
+    written at their defaults, keys its method does not have (older files held every method's) left out."""
+    dataset, method = values.get("dataset"), values.get("method")
+    own = field_types(method if isinstance(method, str) else None)
+    options = _options_class(method) if isinstance(method, str) else None
+    base = {**official_defaults(dataset), **(_dataset_options(dataset, options) if options is not None else {})}
+    return {**base, **{k: v for k, v in values.items() if k in own}}
+
+
+def shared_types() -> Dict[str, type]:
+    """The fields every method shares -> their types."""
+    return {f.name: f.type for f in dataclasses.fields(TrialConfig) if f.name != "options"}
+
+
+def field_types(method: Optional[str] = None) -> Dict[str, type]:
+    """The settings a user may write -> their types: the shared fields plus `method`'s options (None, or a
+    name that is not a method: every method's options)."""
+    from memomentum.methods import METHODS
+
+    out = shared_types()
+    chosen = [METHODS[method]] if method in METHODS else list(METHODS.values())
+    for m in chosen:
+        out.update(m.options.field_types())
+    return out
+
+
+def owners(key: str) -> list:
+    """The methods whose options include `key`."""
+    from memomentum.methods import METHODS
+
+    return [name for name, m in METHODS.items() if key in m.options.field_types()]
+
+
+def not_a_field(key: Any, method: str) -> str:
+    """The message for a key that method `method` does not take: another method's setting, or unknown."""
+    having = owners(key) if isinstance(key, str) else []
+    if having:
+        return (f"config field {key!r} is a setting of {', '.join(having)}, not of {method}; remove it, or set it "
+                f"for {'that method' if len(having) == 1 else 'those methods'} only (a grid's method_config)")
+    return unknown("config field", key, field_types(method))
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -314,4 +403,5 @@ def _one_of(what: str, value: str, valid) -> None:
 
 
 __all__ = ["TrialConfig", "ConfigError", "EXECUTION_ONLY", "REAL_NOISE", "PRECISIONS", "SEED_MAX", "parse_value",
-           "parse_assignments", "field_types", "official_defaults", "cell_defaults"]
+           "parse_assignments", "field_types", "shared_types", "owners", "not_a_field", "official_defaults",
+           "cell_defaults", "stored_config"]

@@ -52,8 +52,8 @@ class DatasetInfo:
     real_noise: bool = False  # labels are noisy as collected: no synthetic noise (noise_type "real")
     clean_val: bool = False  # ships a clean validation set, used for selection instead of a noisy split
     human_noise: Optional[HumanNoise] = None  # real human noisy labels for its training set (CIFAR-N, SPEC §7)
-    defaults: Mapping[str, object] = field(default_factory=dict)  # official settings that differ here (SPEC §4)
-    method_defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # per method, on top
+    defaults: Mapping[str, object] = field(default_factory=dict)  # official settings that differ here (SPEC §4),
+    #                                   for every method that has the field; a method's own per data set: Method.defaults
 
 
 def resolve_root(data_root: str = "") -> str:
@@ -192,30 +192,33 @@ _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# Clothing1M's official settings (SPEC §4, the official Clothing.py); `ce` trains as long as one outer loop
-CLOTHING_DEFAULTS = {"method": "classwise", "noise_type": "real", "noise_rate": 0.0, "lr": 0.005, "weight_decay": 1e-3, "batch_size": 32,
-                     "eval_batch_size": 128, "epochs_per_stage": 5, "max_outer": 3, "max_inner": 6,
+# Clothing1M's official settings (SPEC §4, the official Clothing.py), for every method that has the field (e.g.
+# max_outer / max_inner: the class-wise variant's; class_weighted: ce's); ce's own length there is its own default
+CLOTHING_DEFAULTS = {"method": "classwise", "noise_type": "real", "noise_rate": 0.0, "lr": 0.005, "weight_decay": 1e-3,
+                     "batch_size": 32, "eval_batch_size": 128, "epochs_per_stage": 5, "max_outer": 3, "max_inner": 6,
                      "lr_milestones": (10, 20), "pretrained": True, "class_weighted": True}
 
 DATASETS = {
-    "digits": DatasetInfo(10, "digitsnet", (0.3,), (0.38,), 0, False, (), _read_digits),
-    "mnist": DatasetInfo(10, "lenet", (0.1307,), (0.3081,), 0, False, _idx_files("MNIST"),
-                         _read_torchvision_idx("MNIST")),
-    "fashionmnist": DatasetInfo(10, "lenet", (0.2860,), (0.3530,), 0, False, _idx_files("FashionMNIST"),
-                                _read_torchvision_idx("FashionMNIST")),
-    "cifar10": DatasetInfo(10, "resnet18", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4, True,
-                           tuple(f"cifar-10-batches-py/{f}" for f in _CIFAR10_TRAIN + ("test_batch",)),
-                           _read_cifar("cifar-10-batches-py", _CIFAR10_TRAIN, ("test_batch",), "labels", "CIFAR10"),
+    "digits": DatasetInfo(num_classes=10, model="digitsnet", mean=(0.3,), std=(0.38,), crop_padding=0, flip=False,
+                          files=(), read=_read_digits),
+    "mnist": DatasetInfo(num_classes=10, model="lenet", mean=(0.1307,), std=(0.3081,), crop_padding=0, flip=False,
+                         files=_idx_files("MNIST"), read=_read_torchvision_idx("MNIST")),
+    "fashionmnist": DatasetInfo(num_classes=10, model="lenet", mean=(0.2860,), std=(0.3530,), crop_padding=0,
+                                flip=False, files=_idx_files("FashionMNIST"),
+                                read=_read_torchvision_idx("FashionMNIST")),
+    "cifar10": DatasetInfo(num_classes=10, model="resnet18", mean=(0.4914, 0.4822, 0.4465),
+                           std=(0.2023, 0.1994, 0.2010), crop_padding=4, flip=True,
+                           files=tuple(f"cifar-10-batches-py/{f}" for f in _CIFAR10_TRAIN + ("test_batch",)),
+                           read=_read_cifar("cifar-10-batches-py", _CIFAR10_TRAIN, ("test_batch",), "labels", "CIFAR10"),
                            human_noise=HumanNoise("CIFAR-10_human.pt", {
                                "aggre": "aggre_label", "random1": "random_label1", "random2": "random_label2",
                                "random3": "random_label3", "worst": "worse_label"})),
-    "cifar100": DatasetInfo(100, "resnet34", (0.507, 0.487, 0.441), (0.267, 0.256, 0.276), 4, True,
-                            ("cifar-100-python/train", "cifar-100-python/test"),
-                            _read_cifar("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100"),
-                            human_noise=HumanNoise("CIFAR-100_human.pt", {"noisy": "noisy_label"}),
-                            method_defaults={"coteaching": {"decay_start": 100},  # SPEC §6, the references' main.py
-                                             "jocor": {"decay_start": 100, "co_lambda": 0.85}}),
-    "clothing1m": DatasetInfo(clothing1m.NUM_CLASSES, "resnet50", IMAGENET_MEAN, IMAGENET_STD, 32, True,
-                              clothing1m.FILES, clothing1m.read_index, streams=True, real_noise=True, clean_val=True,
-                              defaults=CLOTHING_DEFAULTS, method_defaults={"ce": {"epochs_per_stage": 30}}),
+    "cifar100": DatasetInfo(num_classes=100, model="resnet34", mean=(0.507, 0.487, 0.441), std=(0.267, 0.256, 0.276),
+                            crop_padding=4, flip=True, files=("cifar-100-python/train", "cifar-100-python/test"),
+                            read=_read_cifar("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100"),
+                            human_noise=HumanNoise("CIFAR-100_human.pt", {"noisy": "noisy_label"})),
+    "clothing1m": DatasetInfo(num_classes=clothing1m.NUM_CLASSES, model="resnet50", mean=IMAGENET_MEAN,
+                              std=IMAGENET_STD, crop_padding=32, flip=True, files=clothing1m.FILES,
+                              read=clothing1m.read_index, streams=True, real_noise=True, clean_val=True,
+                              defaults=CLOTHING_DEFAULTS),
 }

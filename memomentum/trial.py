@@ -1,5 +1,6 @@
 """What every method shares: the trial's data on its device, the record stream, the clock, the loop
-state that checkpoints hold, resuming, the result, and the per-trial document a sweep collects.
+state that checkpoints hold, the live networks and their resuming, the epoch bookkeeping, the result,
+and the per-trial document a sweep collects.
 
     trial = make_trial(cfg)                 # memomentum.methods: loads data, noisy labels, split
     for record in trial.records():          # {"kind": "epoch" | "round" | "result", ...}
@@ -8,30 +9,45 @@ state that checkpoints hold, resuming, the result, and the per-trial document a 
     make_trial(cfg, state=torch.load(path, weights_only=True)).records()   # continues with the same records
 
 A method is a `Trial` subclass (one module under memomentum/methods/) that defines its loop state
-(a `LoopState` subclass), `_round` (train the epochs of one round, yielding records through
-`_epoch_records`) and `_end_round` (the round's record and what comes next). Clean labels are read
-only by `diagnostics`, never by a decision.
+(a `LoopState` subclass), `_round` and `_end_round`. Its round reads like its paper section:
+
+    def _round(self):
+        if self._networks(lambda: ((model,), (optimizer,))):   # made fresh (else restored or still live)
+            ...start-of-round work (extraction, selection)...
+        while True:
+            self._set_lr(lr); loss, acc = train; score = validation; improved, test_acc = select
+            over = yield from self._end_epoch(score, improved, test_acc, length=..., lr=lr, ...)
+            if over:
+                return
+
+`_end_epoch` does the bookkeeping every method shares: the counters, the round's best score, the
+test accuracy of the last 10 epochs of a round, the epoch's record and, when the round ends, its round
+record (`_end_round`) and a resumable point. Clean labels are read only by `diagnostics`, never by a
+decision.
 """
 import dataclasses
 import os
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Generator, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from memomentum import memory, stream
 from memomentum.data import DATASETS
-from memomentum.engine import Engine, resolve_device, state_copy
+from memomentum.engine import Engine, resolve_device, sgd, state_copy
 from memomentum.errors import ConfigError
 from memomentum.models import create_model, load_backbone, load_pretrained
 from memomentum.progress import fmt
+from memomentum.version import code_version
 
 STATE_VERSION = 2  # 2: typed loop state (confident_idx), methods as modules
 RESEED_PURPOSE = 10_000  # derive_seed purpose of a re-seeded random stream (+ the epoch it restarts at)
 LAST_K = 10  # last_test_acc / last10_test_acc: test accuracy over the last LAST_K epochs of a trial (JoCoR's habit)
+MODEL_KEYS = ("model", "model2")  # the loop-state fields of the live networks in a checkpoint, in order ...
+OPTIMIZER_KEYS = ("optimizer", "optimizer2")  # ... and of their optimizers (a method uses as many as it has)
 
 
 @dataclass
@@ -49,6 +65,7 @@ class LoopState:
     best_val: float = 0.0  # the trial's best validation score that set the reported test accuracy
     best_test: float = 0.0  # the test accuracy at best_val
     best_stage: Optional[str] = None  # the stage that set it (None: none did)
+    round_best: float = 0.0  # best validation score within the current round
     first_idx: Optional[torch.Tensor] = None  # the first classifier's extraction: reference for "hard" examples
     model: Optional[dict] = None  # the live model and optimizer inside a round (in checkpoints only)
     optimizer: Optional[dict] = None
@@ -92,7 +109,9 @@ class Trial:
             self.feed = memory.MemoryFeed(self.data, Engine.for_data(info, cfg, self.device, seed), cfg.val_augment)
         self.engine = self.feed.engine
         self.scorer = scorer or self.feed.val_score
-        self._model = self._optimizer = None
+        self.options = cfg.options  # the method's own settings
+        self._models: Tuple[torch.nn.Module, ...] = ()  # the live networks and their optimizers (inside rounds)
+        self._optimizers: Tuple[torch.optim.Optimizer, ...] = ()
         self._compiled = {}  # purpose -> the one compiled network of that slot (compile: true)
         self.s = self.initial_state()
         if state is not None:
@@ -101,10 +120,21 @@ class Trial:
     def initial_state(self) -> LoopState:
         return self.State(config_hash=self.cfg.config_hash(), confident_idx=self.data.train_idx)
 
+    @property
+    def _model(self):
+        """The first live network (the only one of most methods), None between rounds."""
+        return self._models[0] if self._models else None
+
+    @property
+    def _optimizer(self):
+        return self._optimizers[0] if self._optimizers else None
+
     # --- the record stream ------------------------------------------------------------------
     def records(self) -> Iterator[dict]:
         self._clock = (time.perf_counter(), self.s.elapsed)
         while not self.s.done:
+            if self.s.epoch == 0:  # a round starts (or resumes at its start)
+                self.s.round_best = 0.0
             yield from self._round()
         self._tick()
         yield self.result()
@@ -113,7 +143,26 @@ class Trial:
         raise NotImplementedError
 
     def _end_round(self) -> dict:
+        """The round's record, after deciding what comes next (the next round, or s.done)."""
         raise NotImplementedError
+
+    def _end_epoch(self, score: float, improved: bool, test_acc: Optional[float], *, length: int, stop: bool = False,
+                   late: bool = True, **values) -> Generator[dict, None, bool]:
+        """The bookkeeping of the epoch just trained and scored: count it, keep the round's best score, take the
+        test accuracy of the live networks in the last LAST_K epochs of a round of `length` epochs (`late`: the
+        length is known in advance), and yield the epoch's record and, when the round ends (after `length`
+        epochs, or `stop`), the round's record. Returns whether the round ended:
+
+            over = yield from self._end_epoch(score, improved, test_acc, length=E, lr=lr, ...)"""
+        s = self.s
+        s.epoch += 1
+        s.step += 1
+        s.round_best = max(s.round_best, score)
+        measured = self._late_test(length, *self._models, measured=test_acc) if late else None
+        over = stop or s.epoch >= length
+        yield from self._epoch_records(over, **values, val_score=score, improved=improved, test_acc=test_acc,
+                                       epoch_test_acc=measured)
+        return over
 
     def _epoch_records(self, round_over: bool, **values) -> Iterator[dict]:
         """The record of the epoch just trained and, when it ends its round, the round's record."""
@@ -124,11 +173,55 @@ class Trial:
                   "best_test_acc": s.best_test, "seconds": s.elapsed}
         if round_over:
             round_record = self._end_round()
+            round_record["resumable"] = True
             yield {**record, "resumable": False}
             yield round_record
             return
         record["resumable"] = bool(self.cfg.checkpoint_every) and s.epoch % self.cfg.checkpoint_every == 0
         yield record
+
+    def _finish(self, stage: str) -> dict:
+        """`_end_round` of a method that trains one round: its record, and the trial is done."""
+        s = self.s
+        record = self._round_record(stage, s.round_best, s.best_val)
+        s.done = True
+        self._drop_networks()
+        return record
+
+    # --- the live networks ------------------------------------------------------------------
+    def _networks(self, build: Callable[[], Tuple[Sequence, Sequence]]) -> bool:
+        """Make the live networks and their optimizers, `build() -> (networks, optimizers)`, unless they are live
+        already (a method that keeps them across rounds); a checkpoint taken while they were live restores their
+        states. Returns True when they were just made fresh: the method then does its start-of-round work."""
+        if self._models:
+            return False
+        models, optimizers = build()
+        self._models, self._optimizers = tuple(models), tuple(optimizers)
+        s = self.s
+        if s.model is None:
+            return True
+        for module, key in zip(self._models, MODEL_KEYS):
+            module.load_state_dict(getattr(s, key))
+            setattr(s, key, None)
+        for optimizer, key in zip(self._optimizers, OPTIMIZER_KEYS):
+            optimizer.load_state_dict(getattr(s, key))
+            setattr(s, key, None)
+        return False
+
+    def _sgd_network(self):
+        """`_networks`' build for a method that trains one network with SGD (the config's lr, momentum, decay)."""
+        model = self.fresh_model(self.s.outer)
+        return (model,), (sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay),)
+
+    def _drop_networks(self) -> None:
+        self._models = self._optimizers = ()
+
+    def _set_lr(self, lr: float, **group) -> None:
+        """The learning rate (and any other param-group setting, e.g. Adam's betas) of every live optimizer."""
+        for optimizer in self._optimizers:
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+                g.update(group)
 
     def _round_record(self, stage: str, val_score: float, stage_best: float) -> dict:
         """The record that ends a round (also kept in the state's `rounds`), with the diagnostics of the
@@ -206,6 +299,7 @@ class Trial:
                 "final_recall": last.get("recall"), "label_hash": d.label_hash,
                 "config_hash": cfg.config_hash(), "device": str(self.device), "device_name": device_name(self.device),
                 "peak_gpu_memory_mb": peak_memory_mb(self.device), "matmul_precision": cfg.matmul_precision,
+                "code_version": code_version(), "method_version": cfg.method_version(),
                 "generator_reseeded_at": list(s.reseeded_at), "rounds": list(s.rounds)}
 
     # --- models -----------------------------------------------------------------------------
@@ -240,10 +334,10 @@ class Trial:
         return _to_device(state, torch.device("cpu"))
 
     def _live_state(self) -> dict:
-        """The live model and optimizer inside a round (a method with more of them overrides this)."""
-        if self._model is None:
-            return {}
-        return {"model": state_copy(self._model), "optimizer": self._optimizer.state_dict()}
+        """The live networks and optimizers inside a round (none between rounds)."""
+        out = {key: state_copy(m) for m, key in zip(self._models, MODEL_KEYS)}
+        out.update({key: o.state_dict() for o, key in zip(self._optimizers, OPTIMIZER_KEYS)})
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION or state.get("config_hash") != self.cfg.config_hash():
@@ -329,10 +423,11 @@ def _pct(part: int, whole: int) -> Optional[float]:
 
 def trial_document(trial: Trial, records: list, status: str = "running", result: Optional[dict] = None,
                    **extra) -> dict:
-    """The per-trial file a sweep collects (trials/<key>/trial.json): identity, resolved config,
-    noisy-label hash, status, records so far and the result. Written by the Tune trainable and by
+    """The per-trial file a sweep collects (trials/<key>/trial.json): identity, resolved config, the code
+    and method versions that made it, noisy-label hash, status, records so far and the result. Written by the Tune trainable and by
     `python -m memomentum --sweep-dir`, so both feed the same tables."""
     cfg = trial.cfg
     return {"key": cfg.trial_key(), "name": cfg.trial_name(), "config": cfg.to_dict(), "status": status,
+            "code_version": code_version(), "method_version": cfg.method_version(),
             "device": str(trial.device), "label_hash": trial.data.label_hash,
             "realized_noise_rate": trial.data.realized_noise_rate, "records": records, "result": result, **extra}

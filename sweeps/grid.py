@@ -10,16 +10,19 @@
     methods: [memomentum, ce]
     resources:                       # per data set, or `default`; fractions share a GPU
       default: {cpu: 1, gpu: 0}
-    config: {epochs_per_stage: 100}  # any memomentum config field, for every trial
+    config: {epochs_per_stage: 100}  # any config field, for every trial that has it
     dataset_config:                  # optional, per data set, on top of `config`
       mnist: {batch_size: 128}
     method_config:                   # optional, per method, on top of both
-      coteaching: {epochs_per_stage: 100}
+      coteaching: {epochs_per_stage: 100, forget_rate: 0.3}
     storage: runs                    # optional; --storage overrides
     data_root: ../shared/data        # optional; --data-root overrides
 
 Every cell is built into a memomentum TrialConfig here, so a bad field, type or range is reported
-with the grid file's name before anything is scheduled.
+with the grid file's name before anything is scheduled. A setting in `config` or `dataset_config`
+that belongs to some methods' options (e.g. `forget_rate`) goes to the trials of those methods only: it
+is never stored on, and never makes a variant of, a trial whose method does not have it. In
+`method_config` a setting its method does not have is an error.
 """
 import math
 import os
@@ -30,7 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from memomentum.cifar_n import HUMAN
-from memomentum.config import REAL_NOISE, SEED_MAX, ConfigError, TrialConfig
+from memomentum.config import REAL_NOISE, SEED_MAX, ConfigError, TrialConfig, field_types, not_a_field
 from memomentum.data import DATASETS
 from memomentum.errors import short, unknown
 from memomentum.methods import METHODS
@@ -155,6 +158,14 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
                  f"{'noise' if axis.startswith('noise') else axis + 's'} instead")
     dataset_config = _part_config(raw, "dataset_config", datasets, fail)
     method_config = _part_config(raw, "method_config", methods, fail)
+    for where, values in [("config", config)] + [(f"dataset_config.{d}", v) for d, v in dataset_config.items()]:
+        for key in values:  # a setting of methods this grid does not run is kept (the grid may grow), never applied
+            if key not in field_types():
+                fail(f"{where}: {unknown('config field', key, field_types())}")
+    for method, values in method_config.items():
+        for key in values:
+            if key not in field_types(method):
+                fail(f"method_config.{method}: {not_a_field(key, method)}")
     resources = _resources(raw, datasets, fail)
 
     root = data_root if data_root is not None else raw.get("data_root", "")
@@ -191,8 +202,9 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
             fail(f"method {m} runs on none of the datasets {datasets}; remove it or add a data set it runs on")
     cells, seen = [], set()
     for dataset, (noise_type, rate, label), seed, method in combos:
-        values = {**config, **dataset_config.get(dataset, {}), **method_config.get(method, {}), "dataset": dataset,
-                  "noise_type": noise_type,
+        own = field_types(method)  # shared settings for everyone; options only for the methods that have them
+        shared = {k: v for k, v in {**config, **dataset_config.get(dataset, {})}.items() if k in own}
+        values = {**shared, **method_config.get(method, {}), "dataset": dataset, "noise_type": noise_type,
                   "noise_rate": rate, "seed": seed, "method": method}
         if label:
             values["noise_label"] = label

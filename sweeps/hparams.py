@@ -14,19 +14,14 @@ import math
 import time
 from typing import Dict, Iterable
 
-# (hyper-parameter, config field) and (metric tag, result field, display name)
+from memomentum.methods import columns
+
+# (hyper-parameter, config field); the metrics are the result fields with an HParams tag (memomentum/records.py
+# and each method's result columns): (metric tag, result field, display name)
 HPARAMS = (("dataset", "dataset"), ("noise_type", "noise_type"), ("noise_rate", "noise_rate"),
            ("noise_label", "noise_label"), ("seed", "seed"), ("method", "method"), ("model", "model"),
            ("precision", "precision"))
-METRICS = (("hparams/test_acc", "test_acc", "test accuracy at best validation (%)"),
-           ("hparams/last_test_acc", "last_test_acc", "test accuracy, last epoch (%)"),
-           ("hparams/last10_test_acc", "last10_test_acc", "test accuracy, last 10 epochs (%)"),
-           ("hparams/best_val_score", "best_val_score", "best noisy-validation score (%)"),
-           ("hparams/final_n_confident", "final_n_confident", "final confident-set size"),
-           ("hparams/final_precision", "final_precision", "final confident-set precision (%)"),
-           ("hparams/final_recall", "final_recall", "final confident-set recall (%)"),
-           ("hparams/epochs", "epochs", "epochs"),
-           ("hparams/seconds", "seconds", "seconds"))
+METRICS = tuple((c.tag, c.name, c.doc) for c in columns("result") if c.tag)
 
 
 def _api():

@@ -15,9 +15,9 @@ import time
 import uuid
 from typing import Optional
 
+from sweeps.layout import LOCK_FILE
 from sweeps.storage import Storage
 
-LOCK_FILE = "driver.lock"
 STALE_AFTER = 120.0  # seconds without a heartbeat after which a lock no longer counts
 HEARTBEAT = 15.0  # seconds between the holder's rewrites of the lock
 
@@ -45,7 +45,7 @@ class DriverLock:
         except ValueError:
             holder = None
         # an unreadable lock counts as held until it is as old as a stale heartbeat
-        return holder if isinstance(holder, dict) else {"heartbeat": (self.store.mtime_ns(self.sweep, LOCK_FILE) or 0) / 1e9}
+        return holder if isinstance(holder, dict) else {"heartbeat": self.store.mtime(self.sweep, LOCK_FILE) or 0.0}
 
     def stale(self, holder: dict) -> bool:
         if holder.get("host") == self.me["host"] and isinstance(holder.get("pid"), int):

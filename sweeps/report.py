@@ -17,8 +17,9 @@ from typing import Dict, List
 
 import pyarrow as pa
 
-from memomentum.methods import METHODS
+from memomentum.methods import METHODS, columns
 from sweeps import tables as paper
+from sweeps.layout import RESULTS
 from sweeps.storage import Storage
 
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
@@ -48,7 +49,9 @@ def _png(fig) -> bytes:
 
 
 def _finished(trials: pa.Table) -> List[dict]:
-    return [t for t in trials.to_pylist() if t["status"] == "finished" and t["test_acc"] is not None]
+    """The finished trials the figures show (not those of an earlier version of their method)."""
+    return [t for t in trials.to_pylist() if t["status"] == "finished" and t["test_acc"] is not None
+            and not paper.superseded(t)]
 
 
 def accuracy_figure(trials: pa.Table):
@@ -109,11 +112,11 @@ def _std(values: List[float]) -> float:
     return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
-def _rounds_by_trial(rounds: pa.Table) -> Dict[str, List[dict]]:
-    """Round records of the trials of methods that extract training sets round by round."""
+def _rounds_by_trial(rounds: pa.Table, skip=frozenset()) -> Dict[str, List[dict]]:
+    """Round records of the trials of methods that extract training sets round by round (but the trials `skip`)."""
     out = defaultdict(list)
     for r in rounds.to_pylist():
-        if r["method"] in METHODS and METHODS[r["method"]].rounds:
+        if r["method"] in METHODS and METHODS[r["method"]].rounds and r["key"] not in skip:
             out[r["key"]].append(r)
     return {k: sorted(v, key=lambda r: r["step"]) for k, v in out.items()}
 
@@ -122,9 +125,10 @@ def _cell(r: dict) -> tuple:
     return r["dataset"], r["noise_type"], r["noise_rate"], r["method"], r.get("noise_label") or ""
 
 
-def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
-    """One figure per data set: confident-set size, precision, recall, hard examples per round."""
-    by_trial = _rounds_by_trial(rounds)
+def rounds_figures(rounds: pa.Table, skip=frozenset()) -> Dict[str, object]:
+    """One figure per data set: confident-set size, precision, recall, hard examples per round (trials `skip` left
+    out)."""
+    by_trial = _rounds_by_trial(rounds, skip)
     cells = defaultdict(list)  # (dataset, type, rate, method) -> list of per-trial round lists
     for trial_rounds in by_trial.values():
         cells[_cell(trial_rounds[0])].append(trial_rounds)
@@ -161,10 +165,10 @@ def rounds_figures(rounds: pa.Table) -> Dict[str, object]:
     return figures
 
 
-def extraction_figure(rounds: pa.Table):
+def extraction_figure(rounds: pa.Table, skip=frozenset()):
     """For the cell whose last round holds the most hard examples (first seed): per round, the hard
     examples split into correctly and wrongly labelled. Returns (figure, cell name) or (None, None)."""
-    by_trial = _rounds_by_trial(rounds)
+    by_trial = _rounds_by_trial(rounds, skip)
     if not by_trial:
         return None, None
     cell_best = defaultdict(list)
@@ -200,18 +204,19 @@ def write_report(store: Storage, sweep: str, tables: Dict[str, pa.Table]) -> Lis
         files["accuracy.png"] = _png(fig)
         figures.append(("accuracy.png", "Test accuracy against noise rate, one panel per data set and noise type; "
                                         "error bars are the std over seeds, stars the published numbers."))
-    for dataset, fig in rounds_figures(tables["rounds"]).items():
+    skip = {t["key"] for t in tables["trials"].to_pylist() if paper.superseded(t)}  # earlier method versions
+    for dataset, fig in rounds_figures(tables["rounds"], skip).items():
         files[f"rounds_{dataset}.png"] = _png(fig)
         figures.append((f"rounds_{dataset}.png", f"{dataset}: confident-set size, precision, recall and hard "
                                                  f"examples per round, mean over seeds."))
-    fig, name = extraction_figure(tables["rounds"])
+    fig, name = extraction_figure(tables["rounds"], skip)
     if fig is not None:
         files["extraction.png"] = _png(fig)
         figures.append(("extraction.png", f"{name}: per round, the extracted examples that the first "
                                           f"classifier (end of outer loop 1, stage A) had not extracted."))
     files["report.md"] = render_report(sweep, tables, figures).encode()
     for name, data in files.items():
-        store.write_atomic(data, sweep, "results", name)
+        store.write_atomic(data, sweep, RESULTS, name)
     return list(files)
 
 
@@ -230,17 +235,19 @@ def render_report(sweep: str, tables: Dict[str, pa.Table], figures) -> str:
     lines += [""]
     for name, caption in figures:
         lines += [f"## {name.rsplit('.', 1)[0].replace('_', ' ')}", "", f"![{caption}]({name})", "", caption, ""]
-    lines += ["## Trials", "", "| trial | status | test acc | last epoch | last 10 | best val | realised noise | "
-                               "rounds | epochs | final confident set | precision | node |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    listed = [c for c in columns("result") if c.label]  # the result fields the trial list shows
+    lines += ["## Trials", "", "| trial | status | " + " | ".join(c.label for c in listed) + " | node |",
+              "|---|---|" + "---|" * len(listed) + "---|"]
     for t in sorted(trials, key=lambda t: t["name"]):
-        lines.append(f"| {t['name']} | {t['status']} | {_num(t['test_acc'])} | {_num(t.get('last_test_acc'))} | "
-                     f"{_num(t.get('last10_test_acc'))} | {_num(t['best_val_score'])} | "
-                     f"{_num(t['realized_noise_rate'], 4)} | {t['n_rounds']} | {t['epochs']} | "
-                     f"{t['final_n_confident'] if t['final_n_confident'] is not None else '–'} | "
-                     f"{_num(t['final_precision'])} | {(t['node_id'] or '')[:8]} |")
+        cells = [_cell_text(t.get(c.name), c) for c in listed]
+        lines.append(f"| {t['name']} | {t['status']} | " + " | ".join(cells) + f" | {(t['node_id'] or '')[:8]} |")
     return "\n".join(lines) + "\n"
 
 
-def _num(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def _cell_text(value, column) -> str:
+    """A trial-list cell: '–' when unknown, numbers in the column's format (whole numbers as they are)."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:{column.fmt}}"
+    return str(value)

@@ -8,6 +8,8 @@
 
 Works on finished and partial sweeps alike: unfinished trials appear with their status and records
 so far. Each file is replaced by one rename, so a crash while collecting leaves the previous tables.
+The schemas are derived from the record fields memomentum declares (memomentum/records.py) and the
+columns each registered method adds (Method.columns); nothing here names a method's field.
 """
 import io
 import json
@@ -16,44 +18,29 @@ from typing import Any, Dict, List, Optional, Tuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memomentum.config import official_defaults
+from memomentum.config import stored_config
 from memomentum.errors import clip, short
+from memomentum.methods import columns
 from sweeps import tables
+from sweeps import layout
 from sweeps.storage import Storage
-from sweeps.trainable import TRIAL_FILE
-
-ERROR_FILE = "error.json"  # written by the runner for a trial that failed after its retries
 
 CELL = [("key", pa.string()), ("name", pa.string()), ("dataset", pa.string()), ("noise_type", pa.string()),
         ("noise_rate", pa.float64()), ("noise_label", pa.string()), ("seed", pa.int64()), ("method", pa.string())]
-TRIALS = pa.schema(CELL + [
-    ("status", pa.string()), ("model", pa.string()), ("precision_mode", pa.string()),
-    ("select_stage_a", pa.bool_()), ("compile", pa.bool_()), ("test_acc", pa.float64()),
-    ("last_test_acc", pa.float64()), ("last10_test_acc", pa.float64()), ("best_val_score", pa.float64()),
-    ("best_stage", pa.string()), ("realized_noise_rate", pa.float64()), ("n_rounds", pa.int64()), ("epochs", pa.int64()), ("final_n_confident", pa.int64()),
-    ("final_precision", pa.float64()), ("final_recall", pa.float64()), ("seconds", pa.float64()),
-    ("node_id", pa.string()), ("device", pa.string()), ("device_name", pa.string()),
-    ("peak_gpu_memory_mb", pa.float64()), ("matmul_precision", pa.string()), ("config_hash", pa.string()),
-    ("label_hash", pa.string()),
-    ("resumed", pa.bool_()), ("error", pa.string()), ("config_json", pa.string())])
-ROUNDS = pa.schema(CELL + [
-    ("outer", pa.int64()), ("inner", pa.int64()), ("stage", pa.string()), ("epochs", pa.int64()),
-    ("step", pa.int64()), ("n_confident", pa.int64()), ("precision", pa.float64()), ("recall", pa.float64()),
-    ("n_hard", pa.int64()), ("hard_precision", pa.float64()), ("val_score", pa.float64()),
-    ("stage_best", pa.float64()), ("best_val_score", pa.float64()), ("test_acc", pa.float64()),
-    ("last_test_acc", pa.float64()), ("last10_test_acc", pa.float64())])
-EPOCHS = pa.schema(CELL + [
-    ("outer", pa.int64()), ("inner", pa.int64()), ("epoch", pa.int64()), ("step", pa.int64()),
-    ("lr", pa.float64()), ("n_train", pa.int64()), ("train_loss", pa.float64()), ("train_acc", pa.float64()),
-    ("val_score", pa.float64()), ("improved", pa.bool_()), ("test_acc", pa.float64()),
-    ("best_val_score", pa.float64()), ("best_test_acc", pa.float64()), ("seconds", pa.float64()),
-    ("epoch_test_acc", pa.float64()),  # test accuracy of the live model(s) in a round's last 10 epochs, else null
-    # two-network methods only (null elsewhere): the forget rate, the share of correctly labelled examples
-    # among those kept (clean labels, diagnostic), each network's validation score
-    ("forget_rate", pa.float64()), ("kept_precision", pa.float64()), ("val_score_1", pa.float64()),
-    ("val_score_2", pa.float64())])
-TWO_NETWORK_COLUMNS = ("forget_rate", "kept_precision", "val_score_1", "val_score_2")
-RESULT_FILES = ("trials.parquet", "rounds.parquet", "epochs.parquet", "paper_table.parquet", "paper_table.md")
+# trials.parquet around the result's fields: what the trial document and its config say
+TRIAL_HEAD = [("status", pa.string()), ("model", pa.string()), ("precision_mode", pa.string()), ("compile", pa.bool_())]
+TRIAL_TAIL = [("node_id", pa.string()), ("device", pa.string()), ("matmul_precision", pa.string()),
+              ("resumed", pa.bool_()), ("error", pa.string()), ("config_json", pa.string())]
+
+
+def arrow_fields(kind: str) -> List[Tuple[str, pa.DataType]]:
+    """The columns of record kind `kind`: the shared fields and every registered method's (memomentum.records)."""
+    return [(c.name, pa.type_for_alias(c.type)) for c in columns(kind)]
+
+
+TRIALS = pa.schema(CELL + TRIAL_HEAD + arrow_fields("result") + TRIAL_TAIL)
+ROUNDS = pa.schema(CELL + arrow_fields("round"))
+EPOCHS = pa.schema(CELL + arrow_fields("epoch"))
 
 
 class Collector:
@@ -71,9 +58,9 @@ class Collector:
 
     def _entries(self) -> List[Tuple[dict, Dict[str, pa.Table]]]:
         out, self.skipped = [], []
-        for key in self.store.listdir(self.sweep, "trials"):
-            stamps = (self.store.mtime_ns(self.sweep, "trials", key, TRIAL_FILE),
-                      self.store.mtime_ns(self.sweep, "trials", key, ERROR_FILE))
+        for key in self.store.listdir(self.sweep, layout.TRIALS):
+            stamps = (self.store.stamp(self.sweep, *layout.trial_file(key)),
+                      self.store.stamp(self.sweep, *layout.error_file(key)))
             if stamps == (None, None):
                 continue
             cached = self._cache.get(key)
@@ -84,16 +71,16 @@ class Collector:
                     cached = (stamps, None, str(exc))
                 self._cache[key] = cached
             if cached[1] is None:
-                self.skipped.append(f"{self.store.uri(self.sweep, 'trials', key)}: {cached[2]}")
+                self.skipped.append(f"{self.store.uri(self.sweep, layout.TRIALS, key)}: {cached[2]}")
             else:
                 out.append(cached[1])
         return out
 
     def _read(self, key: str, has_trial: bool, has_error: bool):
         """(doc, per-trial tables) of one trial folder; ValueError saying why it cannot be used."""
-        error = _read_error(self.store.read(self.sweep, "trials", key, ERROR_FILE)) if has_error else None
+        error = _read_error(self.store.read(self.sweep, *layout.error_file(key))) if has_error else None
         if has_trial:
-            doc = _parse_doc(self.store.read(self.sweep, "trials", key, TRIAL_FILE), key)
+            doc = _parse_doc(self.store.read(self.sweep, *layout.trial_file(key)), key)
         elif error is not None and error.get("cell"):  # failed before its first record
             cell = error["cell"]
             doc = {"key": key, "name": cell.get("name", key), "config": cell.get("trial"), "status": "error",
@@ -127,7 +114,7 @@ class Collector:
         markdown = tables.render_markdown(t["paper_table"], t["trials"], title=f"Sweep `{self.sweep}`")
         files["paper_table.md"] = markdown.encode()
         for name, data in files.items():
-            self.store.write_atomic(data, self.sweep, "results", name)
+            self.store.write_atomic(data, self.sweep, layout.RESULTS, name)
         return t
 
     def finished_keys(self) -> set:
@@ -138,7 +125,7 @@ def _parse_doc(raw: Optional[bytes], key: str) -> dict:
     try:
         doc = json.loads(raw)
     except (TypeError, ValueError, RecursionError):
-        raise ValueError(f"{TRIAL_FILE} is not valid JSON (cut short?); the next sweep run continues the cell "
+        raise ValueError(f"{layout.TRIAL_FILE} is not valid JSON (cut short?); the next sweep run continues the cell "
                          f"from its newest checkpoint") from None
     _check_doc(doc, key)
     return doc
@@ -147,7 +134,7 @@ def _parse_doc(raw: Optional[bytes], key: str) -> dict:
 def _check_doc(doc: Any, key: str) -> None:
     """ValueError unless `doc` has the shape of a trial document of cell `key`."""
     def bad(what):
-        raise ValueError(f"{TRIAL_FILE} is not a trial document ({what}); the next sweep run continues the cell "
+        raise ValueError(f"{layout.TRIAL_FILE} is not a trial document ({what}); the next sweep run continues the cell "
                          f"from its newest checkpoint")
 
     if not isinstance(doc, dict):
@@ -175,7 +162,7 @@ def _read_error(raw: Optional[bytes]) -> Optional[dict]:
         error = json.loads(raw)
     except (TypeError, ValueError, RecursionError):
         error = None
-    return error if isinstance(error, dict) else {"error": f"the trial failed; its {ERROR_FILE} is unreadable"}
+    return error if isinstance(error, dict) else {"error": f"the trial failed; its {layout.ERROR_FILE} is unreadable"}
 
 
 def _doc_tables(doc: dict) -> Dict[str, pa.Table]:
@@ -192,8 +179,8 @@ def _doc_tables(doc: dict) -> Dict[str, pa.Table]:
 
 
 def _config(doc: dict) -> dict:
-    """The trial's config, with fields added since the file was written at their defaults."""
-    return {**official_defaults(doc["config"]["dataset"]), **doc["config"]}
+    """The trial's config, flat, with fields added since the file was written at their defaults."""
+    return stored_config(doc["config"])
 
 
 def _cell_columns(doc: dict) -> dict:
@@ -204,29 +191,26 @@ def _cell_columns(doc: dict) -> dict:
 
 
 def _trial_row(doc: dict, cell: dict) -> dict:
+    """A trial's row: its result's fields (for a trial still running, what its records show so far) between
+    what its document and config say."""
     result = doc.get("result") or {}
     records = doc["records"]
     rounds = [r for r in records if r["kind"] == "round"]
     last_round = rounds[-1] if rounds else {}
     last_epoch = next((r for r in reversed(records) if r["kind"] == "epoch"), {})
+    so_far = {"test_acc": last_epoch.get("best_test_acc"), "best_val_score": last_epoch.get("best_val_score"),
+              "epochs": last_epoch.get("step", 0), "seconds": last_epoch.get("seconds"), "n_rounds": len(rounds),
+              "final_n_confident": last_round.get("n_confident"), "final_precision": last_round.get("precision"),
+              "final_recall": last_round.get("recall"), "realized_noise_rate": doc.get("realized_noise_rate"),
+              "label_hash": doc.get("label_hash"), "config_hash": doc["key"].rsplit("-", 1)[-1],
+              "code_version": doc.get("code_version"), "method_version": doc.get("method_version")}
     config = _config(doc)
-    return {**cell, "status": doc["status"], "model": config["model"],
-            "precision_mode": config["precision"], "select_stage_a": config["select_stage_a"],
+    return {**cell, "status": doc["status"], "model": config["model"], "precision_mode": config["precision"],
             "compile": config["compile"],
-            "best_stage": result.get("best_stage"),
-            "test_acc": result.get("test_acc", last_epoch.get("best_test_acc")),
-            "last_test_acc": result.get("last_test_acc"), "last10_test_acc": result.get("last10_test_acc"),
-            "best_val_score": result.get("best_val_score", last_epoch.get("best_val_score")),
-            "realized_noise_rate": doc.get("realized_noise_rate"), "n_rounds": len(rounds),
-            "epochs": result.get("epochs", last_epoch.get("step", 0)),
-            "final_n_confident": last_round.get("n_confident"), "final_precision": last_round.get("precision"),
-            "final_recall": last_round.get("recall"),
-            "seconds": result.get("seconds", last_epoch.get("seconds")), "node_id": doc.get("node_id"),
-            "device": doc.get("device"), "device_name": result.get("device_name"),
-            "peak_gpu_memory_mb": result.get("peak_gpu_memory_mb"), "matmul_precision": config.get("matmul_precision"),
-            "config_hash": result.get("config_hash", doc["key"].rsplit("-", 1)[-1]),
-            "label_hash": doc.get("label_hash"), "resumed": bool(doc.get("resumed_from")),
-            "error": doc.get("error"), "config_json": json.dumps(config, sort_keys=True)}
+            **{name: result.get(name, so_far.get(name)) for name, _ in arrow_fields("result")},
+            "node_id": doc.get("node_id"), "device": doc.get("device"), "matmul_precision": config.get("matmul_precision"),
+            "resumed": bool(doc.get("resumed_from")), "error": doc.get("error"),
+            "config_json": json.dumps(config, sort_keys=True)}
 
 
 def _table(rows: List[dict], schema: pa.Schema) -> pa.Table:

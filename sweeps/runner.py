@@ -1,16 +1,11 @@
 """Drive a sweep: check everything a user can get wrong, skip finished cells, schedule the rest on
 Ray Tune (one trial per cell, resources per data set), and keep the result tables up to date.
 
-Layout under <storage>/<grid name>/:
-    grid.yaml                    the grid as last run
-    trials/<key>/trial.json      per trial (written by the trainable); status "finished" = done for good
-    tensorboard/<key>/           TensorBoard scalars of every trial
-    tune/<run id>/<key>/         Tune's experiment state and checkpoints, one folder per invocation
-    results/                     Parquet tables and paper_table.md (see sweeps/results.py)
-Running the same command again continues: finished cells are skipped, unfinished ones resume from
-their newest checkpoint, and cells added to the grid run for the first time.
+The sweep folder's layout: sweeps/layout.py. Running the same command again continues: finished cells
+are skipped, unfinished ones resume from their newest checkpoint, and cells added to the grid run for
+the first time. A cell's key includes its method's version, so raising a version re-runs that
+method's cells (and no other).
 """
-import json
 import os
 import sys
 import time
@@ -22,9 +17,12 @@ from memomentum.cifar_n import HUMAN, path_of, read_labels
 from memomentum.data import DATA_ENV, DATASETS, DataError, check_files, load, resolve_root
 from memomentum.methods import METHODS
 from memomentum.noise import CACHE_ENV, check_split
+from memomentum.version import CODE_VERSION_ENV, code_version
+from sweeps import layout
+from sweeps import tables as paper
 from sweeps.grid import Cell, Grid, identity, read_yaml
 from sweeps.lock import DriverLock
-from sweeps.results import ERROR_FILE, Collector
+from sweeps.results import Collector
 from sweeps.storage import Storage
 
 # Seconds per epoch (training + validation, one network) for --dry-run's cost estimate: measured figures
@@ -80,7 +78,7 @@ def check_same_grid(store: Storage, grid: Grid, out: Callable[[str], None] = pri
     """A sweep folder belongs to one grid: refuse a grid of the same name whose shared settings differ.
     A damaged grid.yaml is reported and replaced (the cells' keys hash their configs, so trials of
     another configuration could never be taken for this grid's)."""
-    raw = store.read(grid.name, "grid.yaml")
+    raw = store.read(grid.name, layout.GRID_FILE)
     if raw is None:
         return
     try:
@@ -89,7 +87,7 @@ def check_same_grid(store: Storage, grid: Grid, out: Callable[[str], None] = pri
             raise ValueError(f"a {type(stored).__name__}, not a mapping")
         before = identity(stored)
     except Exception as exc:  # unreadable YAML, aliases, not UTF-8, not a mapping, odd values
-        out(f"warning: {store.uri(grid.name, 'grid.yaml')} is damaged ({type(exc).__name__}); it is replaced "
+        out(f"warning: {store.uri(grid.name, layout.GRID_FILE)} is damaged ({type(exc).__name__}); it is replaced "
             f"by this grid")
         return
     now = identity(grid.raw)
@@ -149,7 +147,7 @@ def write_hparams_experiment(store: Storage, grid: Grid) -> None:
 
     from sweeps import hparams
 
-    root = store.local(grid.name, "tensorboard")
+    root = store.local(grid.name, layout.TENSORBOARD)
     if root is None:
         return
     os.makedirs(root, exist_ok=True)
@@ -195,16 +193,15 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     store = preflight(grid, address, out)
     with DriverLock(store, grid.name):  # a second driver on this sweep refuses here, before any write
         collector = Collector(store, grid.name)
-        finished = collector.finished_keys()
+        todo = pending(grid, collector)
         for line in collector.skipped:
             out(f"warning: {line}")
-        todo = [c for c in grid.cells if c.key not in finished]
         out(f"sweep {grid.name}: {len(grid.cells)} cells, {len(grid.cells) - len(todo)} already finished, "
             f"{len(todo)} to run; storage {store.uri(grid.name)}")
         if todo:
             connect(address)
             wait_for_resources(todo, wait_s if address else 0, out)
-        store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, "grid.yaml")
+        store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, layout.GRID_FILE)
         try:
             write_hparams_experiment(store, grid)
         except Exception as exc:  # reporting only: never stops a sweep
@@ -222,6 +219,14 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     return summarize(grid, store, tables, collector.skipped, out)
 
 
+def pending(grid: Grid, collector: Collector) -> List[Cell]:
+    """The grid's cells without a finished trial under their key (a key names the cell, what it computes and its
+    method's version: a raised version leaves that method's finished trials under old keys, so its cells run
+    again, and no other)."""
+    finished = collector.finished_keys()
+    return [c for c in grid.cells if c.key not in finished]
+
+
 def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Callable[[str], None]) -> int:
     """The end-of-sweep lines and exit code: 0 when every cell of the grid finished."""
     for line in skipped:
@@ -231,10 +236,13 @@ def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Calla
     failed = [(c, rows[c.key]) for c in grid.cells if c.key in rows and rows[c.key]["status"] == "error"]
     failed_keys = {c.key for c, _ in failed}
     unfinished = [c.name for c in grid.cells if c.key not in done and c.key not in failed_keys]
-    out(f"tables, figures and report.md: {store.uri(grid.name, 'results')} ({len(done)} finished trials)")
-    out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, 'tensorboard')}")
+    out(f"tables, figures and report.md: {store.uri(grid.name, layout.RESULTS)} ({len(done)} finished trials)")
+    out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, layout.TENSORBOARD)}")
+    versions = paper.code_versions_line(tables["trials"])
+    if versions:
+        out(versions)
     for cell, row in failed[:5]:
-        out(f"failed: {cell.name}: {row['error']} (details: {store.uri(grid.name, 'trials', cell.key, ERROR_FILE)})")
+        out(f"failed: {cell.name}: {row['error']} (details: {store.uri(grid.name, *layout.error_file(cell.key))})")
     if failed:
         out(f"{len(failed)} cell(s) failed after their retries; fix the cause above, then run the same command "
             f"again (failed cells run again, finished ones never)")
@@ -243,7 +251,7 @@ def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Calla
             f"run the same command again to continue them")
     if failed or unfinished:
         return 1
-    out((store.read(grid.name, "results", "paper_table.md") or b"").decode())
+    out((store.read(grid.name, layout.RESULTS, "paper_table.md") or b"").decode())
     return 0
 
 
@@ -289,7 +297,7 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
                                     trial_name_creator=lambda t: specs[t.config["cell"]]["name"],
                                     trial_dirname_creator=lambda t: t.config["cell"]),
-        run_config=tune.RunConfig(name=run_id, storage_path=store.uri(grid.name, "tune"),
+        run_config=tune.RunConfig(name=run_id, storage_path=store.uri(grid.name, layout.TUNE),
                                   failure_config=tune.FailureConfig(max_failures=2),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   # cloud storage: the trials' TensorBoard folders travel as artifacts
@@ -305,6 +313,7 @@ def ray_init_kwargs() -> dict:
     import sweeps
 
     env = {k: os.environ[k] for k in (DATA_ENV, CACHE_ENV) if k in os.environ}
+    env[CODE_VERSION_ENV] = code_version()  # the shipped copies are no git checkout: the driver's version counts
     return {"runtime_env": {"py_modules": [memomentum, sweeps], "env_vars": env}}
 
 
@@ -363,10 +372,10 @@ def check_resources(cells: List[Cell], nodes: List[dict], remote: bool) -> None:
 def checkpoints_of(store: Storage, sweep: str, key: str) -> List[str]:
     """Checkpoint files earlier runs left for a cell, newest first (paths relative to the storage)."""
     found = []
-    for run_id in reversed(store.listdir(sweep, "tune")):
-        for name in reversed(store.listdir(sweep, "tune", run_id, key)):
-            if name.startswith("checkpoint_"):
-                found.append(f"{sweep}/tune/{run_id}/{key}/{name}/state.pt")
+    for run_id in reversed(store.listdir(sweep, layout.TUNE)):
+        for name in reversed(store.listdir(sweep, layout.TUNE, run_id, key)):
+            if name.startswith(layout.CHECKPOINT_PREFIX):
+                found.append("/".join((sweep, layout.TUNE, run_id, key, name, layout.STATE_FILE)))
     return found
 
 
@@ -381,8 +390,8 @@ def collect_callback(collector: Collector, specs: dict):
     class CollectOnTrialEnd(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
             try:  # an error an earlier attempt left behind no longer applies
-                collector.store.fs.delete_file(collector.store.path(collector.sweep, "trials", trial.config["cell"],
-                                                                    ERROR_FILE))
+                collector.store.fs.delete_file(collector.store.path(collector.sweep,
+                                                                    *layout.error_file(trial.config["cell"])))
             except OSError:
                 pass
             self._collect()
@@ -399,7 +408,7 @@ def collect_callback(collector: Collector, specs: dict):
                 spec = specs.get(key, {})
                 cell = {k: spec.get(k) for k in ("key", "name", "trial", "cpu", "gpu")}
                 collector.store.write_atomic(dumps({"error": message, "cell": cell}).encode(), collector.sweep,
-                                             "trials", key, ERROR_FILE)
+                                             *layout.error_file(key))
             except Exception as exc:  # never let bookkeeping take the sweep down
                 print(f"warning: could not record the failure of {key}: {exc}", file=sys.stderr)
             self._collect()

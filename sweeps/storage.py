@@ -58,14 +58,18 @@ class Storage:
         selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
         return sorted(info.base_name for info in self.fs.get_file_info(selector))
 
-    def mtime_ns(self, *parts: str) -> Optional[int]:
+    def stamp(self, *parts: str) -> Optional[tuple]:
+        """A change stamp of a file, (modification time in ns, size), to tell whether it changed since it was
+        last read; None if it does not exist. Not a time: see `mtime`."""
         info = self.fs.get_file_info(self.path(*parts))
-        return None if info.type == pafs.FileType.NotFound else (info.mtime_ns or 0) + (info.size or 0)
+        return None if info.type == pafs.FileType.NotFound else (info.mtime_ns or 0, info.size or 0)
+
+    def mtime(self, *parts: str) -> Optional[float]:
+        """The file's modification time in seconds since the epoch (None if it does not exist)."""
+        info = self.fs.get_file_info(self.path(*parts))
+        return None if info.type == pafs.FileType.NotFound else (info.mtime_ns or 0) / 1e9
 
     # --- writing ----------------------------------------------------------------------------
-    def makedirs(self, *parts: str) -> None:
-        self.fs.create_dir(self.path(*parts), recursive=True)
-
     def write_atomic(self, data: bytes, *parts: str) -> None:
         if self.local_root is not None:  # local / NFS: fsynced before and after the rename
             atomic_write(self.local(*parts), data)

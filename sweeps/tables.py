@@ -79,10 +79,17 @@ def method_order(method: str) -> int:
     return names.index(method) if method in names else len(names)
 
 
+def superseded(row: dict) -> bool:
+    """A trial made by another version of its method than the registry's (its cells ran again under new keys):
+    kept in trials.parquet, left out of the paper table and the figures."""
+    method = METHODS.get(row.get("method"))
+    return method is not None and (row.get("method_version") or 1) != method.version
+
+
 def paper_table(trials: pa.Table) -> pa.Table:
     groups = defaultdict(list)
     for row in trials.to_pylist():
-        if row["status"] == "finished" and row["test_acc"] is not None:
+        if row["status"] == "finished" and row["test_acc"] is not None and not superseded(row):
             groups[(row["dataset"], row["method"], variant(row), row["noise_type"], row["noise_rate"],
                     row.get("noise_label") or "")].append(row)
     out = []
@@ -131,15 +138,13 @@ def verdict(p_value: float, delta: float) -> str:
 
 def variant(trial_row: dict) -> str:
     """'' for the official settings of the trial's cell, else what differs, e.g. 'bf16' or
-    'epochs_per_stage=100, decay_start=40' (from the trial's stored config, config.differences())."""
+    'decay_start=40, epochs_per_stage=100' (from the trial's stored config, config.differences())."""
     differences = _differences(trial_row)
     parts = []
     if differences.pop("precision", None) not in (None, "fp32") or trial_row.get("precision_mode") not in (None, "fp32"):
         parts.append(trial_row.get("precision_mode") or "bf16")
     if differences.pop("matmul_precision", None) == "tf32" or trial_row.get("matmul_precision") == "tf32":
         parts.append("tf32")
-    if differences.pop("select_stage_a", None) or trial_row.get("select_stage_a"):
-        parts.append("stage-A selection")
     parts += [f"{k}={_value(v)}" for k, v in sorted(differences.items())]
     return ", ".join(parts)
 
@@ -150,8 +155,7 @@ def _differences(trial_row: dict) -> dict:
         config = json.loads(trial_row.get("config_json") or "null")
         if not isinstance(config, dict):
             return {}
-        fields = TrialConfig.__dataclass_fields__
-        differences = TrialConfig.from_dict({k: v for k, v in config.items() if k in fields}).differences()
+        differences = TrialConfig.from_stored(config).differences()
     except (ValueError, TypeError):  # ConfigError is a ValueError: a config this version no longer accepts
         return {}
     return {k: v for k, v in differences.items() if k not in NOT_A_VARIANT}
@@ -167,6 +171,19 @@ def zero_by_rule(trials: pa.Table) -> int:
     """Finished trials in which no epoch ever set the test accuracy, so they report 0 (for memomentum:
     stage B never beat stage A, the official rule)."""
     return sum(1 for r in trials.to_pylist() if r["status"] == "finished" and r.get("best_stage") is None)
+
+
+def code_versions_line(trials: pa.Table) -> Optional[str]:
+    """One line when a sweep's finished trials were made by more than one code version, else None."""
+    counts = defaultdict(int)
+    for t in trials.to_pylist():
+        if t["status"] == "finished":
+            counts[t.get("code_version") or "unknown (recorded before code versions were)"] += 1
+    if len(counts) < 2:
+        return None
+    listed = ", ".join(f"{v} ({n})" for v, n in sorted(counts.items(), key=lambda vn: (-vn[1], vn[0])))
+    return (f"Note: the finished trials come from {len(counts)} code versions: {listed}; the code_version column "
+            f"of trials.parquet says which made each.")
 
 
 def _sort_key(item):
@@ -223,6 +240,13 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     lines += ["", "Test accuracy (%) at the last epoch / mean over the last 10 epochs (mean ± std over seeds; for "
                   "two-network methods both networks' mean; for Me-Momentum the epochs of its final round):", ""]
     lines += header + _rows(by_row, columns, _last_cell)
+    versions = code_versions_line(trials) if trials is not None else None
+    if versions:
+        lines += ["", versions]
+    old = sum(1 for r in trials.to_pylist() if r["status"] == "finished" and superseded(r)) if trials is not None else 0
+    if old:
+        lines += ["", f"Note: {old} finished trial(s) were made by an earlier version of their method and are left "
+                      f"out of these tables (trials.parquet keeps them, with their method_version)."]
     zeros = zero_by_rule(trials) if trials is not None else 0
     if zeros:
         lines += ["", f"Note: {zeros} trial(s) report 0: no epoch ever set their test accuracy. For "

@@ -22,13 +22,11 @@ from typing import Iterator, List, Optional
 
 import torch
 
+from memomentum.methods import columns
 from memomentum.progress import dumps
 from sweeps import hparams
+from sweeps.layout import RECORDS_FILE, STATE_FILE, TENSORBOARD, trial_file
 from sweeps.storage import Storage
-
-TRIAL_FILE = "trial.json"
-STATE_FILE = "state.pt"
-RECORDS_FILE = "records.json"  # beside state.pt in every checkpoint: the records up to it
 
 
 def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
@@ -153,7 +151,7 @@ def _load_checkpoint(read, store: Storage, sweep: str, key: str):
         step = int(state["step"])
     except Exception:  # cut short by a crash, or not a trial state
         return None
-    for source in (read(RECORDS_FILE), store.read(sweep, "trials", key, TRIAL_FILE)):
+    for source in (read(RECORDS_FILE), store.read(sweep, *trial_file(key))):
         records = _records_up_to(source, step)
         if records is not None:
             return state, records
@@ -182,7 +180,7 @@ def _read_local(path: str) -> Optional[bytes]:
 
 
 def _write_doc(store: Storage, sweep: str, doc: dict) -> None:
-    store.write_atomic(dumps(doc).encode(), sweep, "trials", doc["key"], TRIAL_FILE)
+    store.write_atomic(dumps(doc).encode(), sweep, *trial_file(doc["key"]))
 
 
 def _plain(record: dict) -> dict:
@@ -221,7 +219,7 @@ def _tensorboard(store: Storage, sweep: str, key: str, resume_step: int):
     from ray import tune
     from torch.utils.tensorboard import SummaryWriter
 
-    log_dir = store.local(sweep, "tensorboard", key)
+    log_dir = store.local(sweep, TENSORBOARD, key)
     if log_dir is None:  # cloud storage: Tune uploads the trial folder's artifacts
         log_dir = os.path.join(tune.get_context().get_trial_dir(), "tensorboard")
     try:
@@ -230,14 +228,10 @@ def _tensorboard(store: Storage, sweep: str, key: str, resume_step: int):
         return _NullWriter()
 
 
-EPOCH_SCALARS = {"train/loss": "train_loss", "train/acc_noisy": "train_acc", "train/n_examples": "n_train",
-                 "train/lr": "lr", "val/score": "val_score", "val/best": "best_val_score",
-                 "test/acc_at_best_val": "best_test_acc", "test/acc_measured": "test_acc",
-                 "test/acc_last_epochs": "epoch_test_acc", "val/score_net1": "val_score_1",
-                 "val/score_net2": "val_score_2", "train/kept_precision": "kept_precision",
-                 "train/forget_rate": "forget_rate"}
-ROUND_SCALARS = {f"round/{k}": k for k in ("n_confident", "precision", "recall", "n_hard", "hard_precision",
-                                           "val_score")}
+# TensorBoard scalar tag -> record field, derived from the declared record fields (memomentum/records.py, and
+# each method's own columns)
+EPOCH_SCALARS = {c.tag: c.name for c in columns("epoch") if c.tag}
+ROUND_SCALARS = {c.tag: c.name for c in columns("round") if c.tag}
 
 
 def _scalars(writer, tags: dict, r: dict) -> None:

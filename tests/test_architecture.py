@@ -116,3 +116,17 @@ def test_the_library_never_imports_the_ray_layer():
 
 def test_errors_is_a_leaf():
     assert module_graph(ROOT, "memomentum")["memomentum.errors"] == set()
+
+
+def test_the_collector_does_not_depend_on_the_trainable():
+    """The tables can be rebuilt (--collect) without the Tune trainable: sweeps.results reaches neither it nor
+    Ray, and every sweep-folder name comes from sweeps.layout."""
+    graph = module_graph(ROOT, "sweeps")
+    seen, todo = set(), ["sweeps.results"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    assert "sweeps.trainable" not in seen and "sweeps.runner" not in seen
+    assert "sweeps.layout" in graph["sweeps.results"]

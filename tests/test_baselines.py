@@ -97,7 +97,7 @@ def test_jocor_selects_by_the_joint_loss_and_updates_both_networks():
 def test_forget_rate_follows_the_noise_and_jocor_halves_it_for_pairflip():
     def rate(method, noise_type, **extra):
         cfg = TrialConfig.from_dict({**TINY, "method": method, "noise_type": noise_type, **extra})
-        return resolved_forget_rate(cfg, METHODS[method].trial.halve_for_pairflip)
+        return resolved_forget_rate(cfg.options, cfg.noise_type, cfg.noise_rate, METHODS[method].trial.halve_for_pairflip)
 
     assert rate("coteaching", "pairflip") == 0.4 and rate("coteaching", "symmetric") == 0.4
     assert rate("jocor", "pairflip") == 0.2 and rate("jocor", "instance") == 0.4
@@ -107,12 +107,13 @@ def test_forget_rate_follows_the_noise_and_jocor_halves_it_for_pairflip():
 def test_official_settings_of_the_baselines():
     for method in ("coteaching", "jocor"):
         cfg = TrialConfig.from_dict({"dataset": "cifar10", "method": method})
-        assert (cfg.lr, cfg.weight_decay, cfg.epochs_per_stage, cfg.decay_start, cfg.batch_size) == (0.001, 0.0, 200, 80, 128)
+        assert (cfg.lr, cfg.weight_decay, cfg.epochs_per_stage, cfg.options.decay_start, cfg.batch_size) == \
+            (0.001, 0.0, 200, 80, 128)
         assert cfg.model == "resnet18" and cfg.differences() == {}
         c100 = TrialConfig.from_dict({"dataset": "cifar100", "method": method})
-        assert c100.decay_start == 100 and c100.model == "resnet34"
-    assert TrialConfig.from_dict({"dataset": "cifar10", "method": "jocor"}).co_lambda == 0.9
-    assert TrialConfig.from_dict({"dataset": "cifar100", "method": "jocor"}).co_lambda == 0.85
+        assert c100.options.decay_start == 100 and c100.model == "resnet34"
+    assert TrialConfig.from_dict({"dataset": "cifar10", "method": "jocor"}).options.co_lambda == 0.9
+    assert TrialConfig.from_dict({"dataset": "cifar100", "method": "jocor"}).options.co_lambda == 0.85
     assert TrialConfig.from_dict({"dataset": "digits", "method": "memomentum"}).lr == 0.01  # untouched
 
 

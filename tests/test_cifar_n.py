@@ -4,7 +4,6 @@ found, split and reported at their exact rates; every mismatch refused in one li
 Uses the real label files from $MEMOMENTUM_DATA/CIFAR-N (skipped with the reason when absent) and
 50,000-image CIFAR stand-ins of constant images whose labels are the file's clean_label."""
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -90,8 +89,9 @@ def test_a_trial_runs_end_to_end_on_human_noise(cifar10_root, monkeypatch):
 
     monkeypatch.setattr(trial_mod, "create_model", tiny)
     for method in ("memomentum", "coteaching"):
-        cfg = config(cifar10_root, label="aggre", method=method, epochs_per_stage=2, max_outer=1, max_inner=2,
-                     eval_batch_size=4096, batch_size=1024)
+        loops = {"max_outer": 1, "max_inner": 2} if method == "memomentum" else {}
+        cfg = config(cifar10_root, label="aggre", method=method, epochs_per_stage=2, eval_batch_size=4096,
+                     batch_size=1024, **loops)
         trial = make_trial(cfg)
         if method == "coteaching":
             assert trial.forget_rate == trial.data.realized_noise_rate  # the label set's own rate

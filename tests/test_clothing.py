@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from memomentum import clothing1m, stream
-from memomentum.methods.ce import CETrial
 from memomentum.methods.classwise import (ClassWiseTrial as ClothingTrial, class_scores, per_class_stats,
                                           select_classwise, update_best)
 from memomentum.trial import class_weights
@@ -36,8 +35,8 @@ def tiny(root, **kw):
 def test_official_clothing_defaults():
     cfg = TrialConfig.from_dict({"dataset": "clothing1m"})
     assert (cfg.model, cfg.noise_type, cfg.lr, cfg.weight_decay, cfg.batch_size) == ("resnet50", "real", 0.005, 1e-3, 32)
-    assert (cfg.epochs_per_stage, cfg.max_outer, cfg.max_inner, cfg.lr_milestones) == (5, 3, 6, (10, 20))
-    assert cfg.pretrained and cfg.beta == 0.45 and cfg.image_size == 256
+    assert (cfg.epochs_per_stage, cfg.options.max_outer, cfg.options.max_inner, cfg.lr_milestones) == (5, 3, 6, (10, 20))
+    assert cfg.pretrained and cfg.options.beta == 0.45 and cfg.image_size == 256
     with pytest.raises(ConfigError, match="real label noise"):
         TrialConfig.from_dict({"dataset": "clothing1m", "noise_type": "symmetric"})
     with pytest.raises(ConfigError, match="leave noise_rate unset"):

@@ -36,11 +36,26 @@ def test_resources_and_dataset_config_apply_per_dataset():
     assert by["mnist"].config.batch_size == 64 and by["digits"].config.batch_size == 128
 
 
+def test_a_shared_setting_of_one_methods_options_reaches_only_the_methods_that_have_it():
+    """`config: {forget_rate: 0.3}` over memomentum and coteaching changes Co-teaching only: the memomentum trial's
+    key, config and (official) row are those of a grid without it."""
+    raw = {**GOOD, "methods": ["memomentum", "coteaching"], "config": {"epochs_per_stage": 3}}
+    plain = {(c.config.method, c.name): c for c in parse_grid(raw).cells}
+    forgetful = {(c.config.method, c.name): c for c in parse_grid({**raw, "config": {"epochs_per_stage": 3,
+                                                                                     "forget_rate": 0.3}}).cells}
+    for (method, name), cell in forgetful.items():
+        if method == "memomentum":
+            assert cell.key == plain[(method, name)].key and cell.to_dict() == plain[(method, name)].to_dict()
+            assert "forget_rate" not in cell.config.to_dict()
+        else:
+            assert cell.key != plain[(method, name)].key and cell.config.options.forget_rate == 0.3
+
+
 def test_method_config_applies_to_its_method_only():
     raw = {**GOOD, "methods": ["memomentum", "coteaching"],
            "method_config": {"coteaching": {"epochs_per_stage": 100, "decay_start": 40}}}
     by = {c.config.method: c.config for c in parse_grid(raw).cells}
-    assert (by["coteaching"].epochs_per_stage, by["coteaching"].decay_start, by["coteaching"].lr) == (100, 40, 0.001)
+    assert (by["coteaching"].epochs_per_stage, by["coteaching"].options.decay_start, by["coteaching"].lr) == (100, 40, 0.001)
     assert (by["memomentum"].epochs_per_stage, by["memomentum"].lr) == (3, 0.01)
 
 
@@ -51,7 +66,11 @@ def test_method_config_applies_to_its_method_only():
     ({"methods": ["coteachin"]}, "unknown method"),
     ({"method_config": {"jocor": {"co_lambda": 0.5}}}, "method_config names 'jocor', which is not in methods"),
     ({"method_config": {"ce": {"noise_rate": 0.5}}}, "method_config.ce sets 'noise_rate', which is a grid axis"),
-    ({"method_config": {"ce": {"co_lambda": 2.0}}}, "co_lambda=2.0 must lie in [0, 1]"),
+    ({"methods": ["jocor"], "method_config": {"jocor": {"co_lambda": 2.0}}}, "co_lambda=2.0 must lie in [0, 1]"),
+    ({"method_config": {"ce": {"co_lambda": 0.5}}}, "method_config.ce: config field 'co_lambda' is a setting of jocor, "
+                                                    "not of ce"),
+    ({"dataset_config": {"digits": {"forget_ratee": 0.5}}}, "dataset_config.digits: unknown config field 'forget_ratee' "
+                                                            "(did you mean 'forget_rate'?)"),
     ({"method_config": {"ce": 3}}, "method_config.ce must be a mapping"),
     ({"seeds": [1, "two"]}, "every entry must be a whole number"),
     ({"seeds": [1.5]}, "every entry must be a whole number"),

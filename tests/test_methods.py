@@ -14,18 +14,21 @@ import memomentum
 from memomentum.config import TrialConfig
 from memomentum.data import DATASETS
 from memomentum.errors import ConfigError
-from memomentum.methods import METHODS, make_trial
-from sweeps.results import CELL, EPOCHS, ROUNDS, TWO_NETWORK_COLUMNS, _doc_tables
+from memomentum import records as fields
+from memomentum.methods import METHODS, columns, make_trial
+from sweeps.results import EPOCHS, ROUNDS, TRIALS, _doc_tables
 from tests.conftest import CLOTHING_TINY, DEVICE_CONFIG, write_clothing
 
 DIGITS = {"dataset": "digits", "noise_type": "pairflip", "noise_rate": 0.3, "seed": 2, **DEVICE_CONFIG,
-          "epochs_per_stage": 4, "max_outer": 2, "max_inner": 3, "checkpoint_every": 2}
-CELL_NAMES = [name for name, _ in CELL]  # the collector adds these from the config
-# what each record kind must carry for the tables (beyond the cell columns the collector adds)
-EPOCH_KEYS = set(EPOCHS.names) - {*CELL_NAMES, *TWO_NETWORK_COLUMNS}
-ROUND_KEYS = set(ROUNDS.names) - set(CELL_NAMES)
-RESULT_KEYS = {"test_acc", "last_test_acc", "last10_test_acc", "best_val_score", "best_stage", "realized_noise_rate", "epochs", "seconds", "n_rounds",
-               "final_n_confident", "final_precision", "final_recall", "label_hash", "config_hash", "rounds"}
+          "epochs_per_stage": 4, "checkpoint_every": 2}
+LOOPS = {"max_outer": 2, "max_inner": 3}  # for the methods that have them
+SHARED = {"epoch": fields.EPOCH, "round": fields.ROUND, "result": fields.RESULT}
+SCHEMA = {"epoch": EPOCHS, "round": ROUNDS, "result": TRIALS}
+
+
+def declared(name: str, kind: str) -> set:
+    """The fields a record of `kind` of method `name` must hold: the shared ones and the method's own."""
+    return {c.name for c in SHARED[kind]} | {c.name for c in METHODS[name].columns.get(kind, ())}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,8 @@ def release(tmp_path_factory):
 def config_for(name: str, release: str, **extra) -> TrialConfig:
     """A small config of method `name` on a data set it runs on."""
     if METHODS[name].supports(DATASETS["digits"]):
-        return TrialConfig.from_dict({**DIGITS, "method": name, **extra})
+        loops = {k: v for k, v in LOOPS.items() if k in METHODS[name].options.field_types()}
+        return TrialConfig.from_dict({**DIGITS, **loops, "method": name, **extra})
     return TrialConfig.from_dict({"dataset": "clothing1m", "data_root": release, **CLOTHING_TINY,
                                   "checkpoint_every": 1, "method": name, **extra})
 
@@ -76,11 +80,13 @@ def test_method_runs_and_emits_the_records_the_tables_need(name, release):
     result = records[-1]
     assert result["kind"] == "result" and records.count(result) == 1
     assert epochs and rounds and [r["step"] for r in epochs] == list(range(1, len(epochs) + 1))
-    for r in epochs:
-        assert EPOCH_KEYS <= set(r), EPOCH_KEYS - set(r)
-    for r in rounds:
-        assert ROUND_KEYS <= set(r), ROUND_KEYS - set(r)
-    assert RESULT_KEYS <= set(result) and result["method"] == name and result["epochs"] == len(epochs)
+    for kind, rs in (("epoch", epochs), ("round", rounds), ("result", [result])):
+        for r in rs:  # every declared field is there, and every field has a column (none is dropped silently)
+            assert declared(name, kind) <= set(r), declared(name, kind) - set(r)
+            untabled = set(r) - set(SCHEMA[kind].names) - set(fields.NOT_FIELDS) - set(fields.RESULT_ONLY)
+            assert not untabled, f"{kind} fields without a column: {untabled}"
+    assert result["method"] == name and result["epochs"] == len(epochs)
+    assert result["method_version"] == METHODS[name].version and result["code_version"]
     assert len(result["rounds"]) == len(rounds) == result["n_rounds"]
     doc = {"key": cfg.trial_key(), "name": cfg.trial_name(), "config": cfg.to_dict(), "status": "finished",
            "records": [{k: v for k, v in r.items() if k != "resumable"} for r in records[:-1]], "result": result}
@@ -115,6 +121,24 @@ def test_a_checkpoint_of_another_method_is_refused(name, release):
     other = next(m for m in METHODS if m != name and METHODS[m].supports(DATASETS[cfg.dataset]))
     with pytest.raises(ConfigError):
         make_trial(config_for(other, release), state=state)
+
+
+def test_the_declared_columns_are_consistent():
+    """Every method's extra columns have a valid type, do not shadow a shared field, and a name two methods
+    declare has one type (columns() raises otherwise); their TensorBoard tags are unique."""
+    for kind in fields.KINDS:
+        merged = columns(kind)
+        assert len({c.name for c in merged}) == len(merged)
+        tags = [c.tag for c in merged if c.tag]
+        assert len(tags) == len(set(tags)), tags
+    for name, method in METHODS.items():
+        own = method.options.field_types()
+        assert not set(own) & set(TrialConfig.__dataclass_fields__), f"{name} options shadow shared fields"
+        assert all(kind in fields.KINDS for kind in method.columns)
+        for dataset, values in method.defaults.items():
+            assert dataset == "*" or dataset in DATASETS
+            TrialConfig.from_dict({"dataset": dataset if dataset != "*" else next(
+                d for d, info in DATASETS.items() if method.supports(info)), "method": name, **values})
 
 
 def test_methods_only_run_where_they_can():

@@ -22,8 +22,9 @@ from tests.conftest import DEVICE_CONFIG, TEST_DEVICE
 
 def small(**kw) -> TrialConfig:
     base = {"dataset": "digits", "noise_type": "symmetric", "noise_rate": 0.3, "seed": 1, **DEVICE_CONFIG,
-            "epochs_per_stage": 3, "max_outer": 2, "max_inner": 3}
-    return TrialConfig.from_dict({**base, **kw})
+            "epochs_per_stage": 3}
+    loops = {"max_outer": 2, "max_inner": 3} if kw.get("method", "memomentum") == "memomentum" else {}
+    return TrialConfig.from_dict({**base, **loops, **kw})
 
 
 @pytest.fixture(scope="module")

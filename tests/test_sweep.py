@@ -209,3 +209,26 @@ def test_tensorboard_hparams_list_every_trial_with_its_final_metrics(finished_sw
         assert start.hparams["noise_rate"].number_value == cell.config.noise_rate
         assert scalars["hparams/test_acc"] == [pytest.approx(trials[cell.key]["test_acc"])]  # one point, the result
         assert scalars["hparams/epochs"] == [trials[cell.key]["epochs"]]
+
+
+def test_raising_a_methods_version_reruns_its_finished_cells_and_no_others(finished_sweep, tmp_path, monkeypatch):
+    """A method whose version is raised (a change to what it computes) has its finished cells scheduled again on
+    the next run of the grid; every other finished cell is left alone. (On a copy of the finished sweep; Tune is
+    replaced by a stub that records what it is handed.)"""
+    import dataclasses
+    import shutil
+
+    from memomentum.methods import METHODS
+
+    grid, storage, _, _ = finished_sweep
+    shutil.copytree(storage / "tiny", tmp_path / "tiny")
+    monkeypatch.setitem(METHODS, "ce", dataclasses.replace(METHODS["ce"], version=2))
+    again = parse_grid(TINY, storage=str(tmp_path))
+    scheduled = []
+    monkeypatch.setattr(runner, "_tune", lambda g, store, todo, collector, max_concurrent: scheduled.extend(todo))
+    lines = []
+    assert runner.run(again, out=lines.append) == 1  # the stub ran nothing: the ce cells are still to do
+    assert "4 cells, 2 already finished, 2 to run" in lines[0]
+    assert sorted(c.name for c in scheduled) == sorted(c.name for c in grid.cells if c.config.method == "ce")
+    assert {c.key for c in again.cells if c.config.method == "memomentum"} == \
+        {c.key for c in grid.cells if c.config.method == "memomentum"}

@@ -1,8 +1,12 @@
+import dataclasses
+import json
 import math
 
 import pyarrow as pa
 
-from sweeps import tables
+from memomentum.config import TrialConfig
+from memomentum.methods import METHODS
+from sweeps import runner, tables
 from sweeps.results import TRIALS
 
 
@@ -56,9 +60,10 @@ def test_zero_by_official_rule_is_footnoted():
                  "seed": s, "test_acc": a, "best_stage": b} for s, a, b in ((1, 96.0, "B"), (2, 0.0, None))])
     md = tables.render_markdown(tables.paper_table(t), t)
     assert "Note: 1 trial(s) report 0" in md
+    config = TrialConfig.from_dict({"dataset": "digits", "select_stage_a": True}).to_dict()
     staged = trials([{"dataset": "digits", "method": "memomentum", "noise_type": "symmetric", "noise_rate": 0.2,
-                      "seed": 1, "test_acc": 96.0, "best_stage": "A", "select_stage_a": True}])
-    assert tables.paper_table(staged).to_pylist()[0]["variant"] == "stage-A selection"
+                      "seed": 1, "test_acc": 96.0, "best_stage": "A", "config_json": json.dumps(config)}])
+    assert tables.paper_table(staged).to_pylist()[0]["variant"] == "select_stage_a=True"
 
 
 def test_welch_verdicts_against_the_published_numbers():
@@ -82,9 +87,6 @@ def test_welch_verdicts_against_the_published_numbers():
 
 
 def test_a_trial_off_the_official_settings_is_a_labelled_variant():
-    import json
-
-    from memomentum.config import TrialConfig
     faithful = TrialConfig.from_dict({"dataset": "cifar10", "method": "coteaching", "noise_type": "symmetric",
                                       "noise_rate": 0.2, "compile": True, "device": "cpu"})
     short = faithful.replace(epochs_per_stage=100, decay_start=40)
@@ -96,3 +98,23 @@ def test_a_trial_off_the_official_settings_is_a_labelled_variant():
     assert variants[""]["ref_mean"] == 87.16 and variants["decay_start=40, epochs_per_stage=100"]["ref_mean"] is None
     md = tables.render_markdown(tables.paper_table(trials(rows)))
     assert "coteaching [decay_start=40, epochs_per_stage=100]" in md and "Welch" in md
+
+
+def test_mixed_code_versions_and_superseded_method_versions_are_said_and_kept_apart(monkeypatch):
+    cell = {"dataset": "cifar10", "method": "jocor", "noise_type": "symmetric", "noise_rate": 0.2}
+    rows = [{**cell, "seed": 1, "test_acc": 80.0, "code_version": "git:aaa", "method_version": 1},
+            {**cell, "seed": 2, "test_acc": 82.0, "code_version": "git:bbb", "method_version": 1},
+            {**cell, "seed": 3, "test_acc": 84.0, "code_version": "git:bbb", "method_version": 1}]
+    t = trials(rows)
+    assert runner.paper.code_versions_line(t).startswith("Note: the finished trials come from 2 code versions: "
+                                                        "git:bbb (2), git:aaa (1)")
+    assert tables.code_versions_line(trials(rows[1:])) is None
+    md = tables.render_markdown(tables.paper_table(t), t)
+    assert "2 code versions" in md
+    # an earlier version of the method: kept in trials, left out of the table, with a note
+    monkeypatch.setitem(METHODS, "jocor", dataclasses.replace(METHODS["jocor"], version=2))
+    newer = trials(rows + [{**cell, "seed": 1, "test_acc": 90.0, "code_version": "git:ccc", "method_version": 2}])
+    table = tables.paper_table(newer).to_pylist()
+    assert len(table) == 1 and table[0]["n"] == 1 and table[0]["mean"] == 90.0
+    assert "Note: 3 finished trial(s) were made by an earlier version of their method" in \
+        tables.render_markdown(tables.paper_table(newer), newer)

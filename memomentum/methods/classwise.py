@@ -17,11 +17,23 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
-from memomentum.engine import lr_at, sgd
+from memomentum.engine import lr_at
+from memomentum.errors import ConfigError
+from memomentum.methods.memomentum import Loops
 from memomentum.methods.method import Method
 from memomentum.trial import LoopState, Trial, class_weights
 
 STAGE = "C"  # the round records of the class-wise variant
+
+
+@dataclass(frozen=True)
+class ClassWiseOptions(Loops):
+    beta: float = 0.45  # per-class model score = beta * val recall + (1 - beta) * val precision
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"beta={self.beta} must lie in [0, 1]")
 
 
 # --- the class-wise pieces (pure, pinned by tests) -------------------------------------------------
@@ -71,7 +83,6 @@ def select_classwise(noisy: np.ndarray, best_ref: List[Optional[str]], predict) 
 class ClassWiseState(LoopState):
     inner: int = 1  # inner loops count from 1 here (there is no stage A)
     outer_epoch: int = 0  # epochs of the current outer loop: its lr schedule runs across inner loops
-    round_best: float = 0.0
     best_scores: Optional[torch.Tensor] = None  # per class: the best score of this outer loop
     best_ref: Optional[list] = None  # per class: the epoch (step, as text) whose model scored it
     stored: dict = field(default_factory=dict)  # those epochs' model states (at most one per class)
@@ -82,46 +93,32 @@ class ClassWiseTrial(Trial):
 
     def _round(self) -> Iterator[dict]:
         cfg, s, num_classes = self.cfg, self.s, self.data.info.num_classes
-        if self._model is None:
-            self._model = self.fresh_model(s.outer)
-            self._optimizer = sgd(self._model, cfg.lr, cfg.momentum, cfg.weight_decay)
-            if s.model is not None:  # resuming: the live model of this outer loop
-                self._model.load_state_dict(s.model)
-                self._optimizer.load_state_dict(s.optimizer)
-                s.model = s.optimizer = None
-            else:  # a new outer loop: fresh network, optimizer, schedule and per-class bests
-                s.outer_epoch = 0
-                s.best_scores = torch.zeros(num_classes, dtype=torch.float64)
-                s.best_ref, s.stored = [None] * num_classes, {}
-        if s.epoch == 0:
-            s.round_best = 0.0
+        if self._networks(self._sgd_network):  # a new outer loop: fresh network, optimizer, schedule and per-class bests
+            s.outer_epoch = 0
+            s.best_scores = torch.zeros(num_classes, dtype=torch.float64)
+            s.best_ref, s.stored = [None] * num_classes, {}
         counts = np.bincount(self.data.noisy_labels[s.confident_idx].numpy(), minlength=num_classes)
         weights = class_weights(counts, self.feed.val_counts().numpy().astype(np.float64))
         weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
         while True:
             lr = lr_at(s.outer_epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma)
-            for group in self._optimizer.param_groups:
-                group["lr"] = lr
+            self._set_lr(lr)
             loss, acc = self.feed.train_epoch(self._model, self._optimizer, s.confident_idx, weight)
             preds = self.feed.val_predictions(self._model)
             val_acc, recall, precision = per_class_stats(preds, self.data.val_labels, num_classes)
-            s.epoch += 1
-            s.step += 1
             s.outer_epoch += 1
-            s.round_best = max(s.round_best, val_acc)
-            self._remember_class_bests(class_scores(recall, precision, cfg.beta))
+            self._remember_class_bests(class_scores(recall, precision, self.options.beta), ref=str(s.step + 1))
             test_acc = self._improve(val_acc, STAGE) if val_acc > s.best_val else None
-            late = self._late_test(cfg.epochs_per_stage, self._model, measured=test_acc)
-            over = s.epoch >= cfg.epochs_per_stage
-            yield from self._epoch_records(over, lr=lr, train_loss=loss, train_acc=acc, val_score=val_acc,
-                                           improved=test_acc is not None, test_acc=test_acc, epoch_test_acc=late)
+            over = yield from self._end_epoch(val_acc, test_acc is not None, test_acc, length=cfg.epochs_per_stage,
+                                              lr=lr, train_loss=loss, train_acc=acc)
             if over:
                 return
 
-    def _remember_class_bests(self, scores: np.ndarray) -> None:
+    def _remember_class_bests(self, scores: np.ndarray, ref: str) -> None:
+        """Point each class whose score beats its best of the outer loop at the live model, kept as `ref`
+        (the epoch's trial step, as text)."""
         s = self.s
         best = s.best_scores.numpy()
-        ref = str(s.step)
         if update_best(best, s.best_ref, scores, ref):  # kept on the CPU: up to one network per class
             s.stored[ref] = {k: v.detach().to("cpu", copy=True) for k, v in self._model.state_dict().items()}
         s.best_scores = torch.from_numpy(best)
@@ -129,21 +126,20 @@ class ClassWiseTrial(Trial):
         s.stored = {k: v for k, v in s.stored.items() if k in live}
 
     def _end_round(self) -> dict:
-        cfg, s = self.cfg, self.s
+        s, loops = self.s, self.options
         record = self._round_record(STAGE, s.round_best, s.round_best)
         chosen = select_classwise(self.data.noisy_labels.numpy(), s.best_ref, self._predict_with)
         s.confident_idx = torch.from_numpy(chosen)
         if s.first_idx is None:
             s.first_idx = s.confident_idx
         s.epoch = 0
-        if s.inner < cfg.max_inner:
+        if s.inner < loops.max_inner:
             s.inner += 1
         else:
             s.outer, s.inner = s.outer + 1, 1
-            s.done = s.outer > cfg.max_outer
+            s.done = s.outer > loops.max_outer
             s.stored, s.best_ref = {}, None
-            self._model = self._optimizer = None
-        record["resumable"] = True
+            self._drop_networks()
         return record
 
     def _predict_with(self, ref: str, idx: np.ndarray) -> np.ndarray:
@@ -153,10 +149,10 @@ class ClassWiseTrial(Trial):
 
     @staticmethod
     def expected_epochs(cfg):
-        epochs = cfg.max_outer * cfg.max_inner * cfg.epochs_per_stage
+        epochs = cfg.options.max_outer * cfg.options.max_inner * cfg.epochs_per_stage
         return float(epochs), epochs
 
 
 METHOD = Method("classwise", "Me-Momentum's class-wise variant for data with a clean validation set, as the "
                 "official Clothing.py (SPEC §4)", ClassWiseTrial, rounds=True, data=("stream",),
-                needs_clean_val=True)
+                needs_clean_val=True, options=ClassWiseOptions)

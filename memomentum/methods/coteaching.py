@@ -2,10 +2,19 @@
 loss.py run it (SPEC §6). Each network ranks the batch by its own per-example cross-entropy and keeps
 its smallest-loss examples; network 1 is updated on the examples network 2 kept and vice versa, each
 with its own Adam. The shared schedule and loop: memomentum/methods/small_loss.py."""
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from memomentum.methods.method import Method
-from memomentum.methods.small_loss import SmallLossTrial, adam, baseline_defaults, smallest
+from memomentum.methods.small_loss import (DEFAULTS, EPOCH_COLUMNS, SmallLossOptions, SmallLossTrial, adam,
+                                           smallest)
+
+
+@dataclass(frozen=True)
+class CoTeachingOptions(SmallLossOptions):
+    coteaching_double_mean: bool = False  # divide the mean loss by the kept count again, as the reference loss.py
+    #                                       does (a much smaller step; off = the plain mean)
 
 
 def coteaching_loss(logits1, logits2, labels, n_keep: int, double_mean: bool = False):
@@ -26,10 +35,10 @@ class CoTeachingTrial(SmallLossTrial):
         return adam(model1.parameters(), self.cfg), adam(model2.parameters(), self.cfg)
 
     def select_and_loss(self, logits1, logits2, labels, n_keep):
-        loss, keep1, keep2 = coteaching_loss(logits1, logits2, labels, n_keep, self.cfg.coteaching_double_mean)
+        loss, keep1, keep2 = coteaching_loss(logits1, logits2, labels, n_keep, self.options.coteaching_double_mean)
         return loss, loss.detach() / 2, keep1, keep2  # reported: the mean of the two networks' losses
 
 
 METHOD = Method("coteaching", "Co-teaching (NeurIPS 2018, SPEC §6): two networks teach each other with their "
                 "small-loss examples", CoTeachingTrial, published="Co-teaching", networks=2, min_epochs=2,
-                defaults=baseline_defaults)
+                options=CoTeachingOptions, defaults=DEFAULTS, columns={"epoch": EPOCH_COLUMNS})

@@ -3,10 +3,24 @@ loss.py run it (SPEC §6). One Adam over both networks; per example the joint lo
 (1 - co_lambda) * (CE1 + CE2) + co_lambda * (KL(p1 || p2) + KL(p2 || p1)); the batch's smallest joint
 losses update both networks with their mean. The forget rate is half the noise rate for pair-flip noise.
 The shared schedule and loop: memomentum/methods/small_loss.py."""
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
+from memomentum.errors import ConfigError
 from memomentum.methods.method import Method
-from memomentum.methods.small_loss import SmallLossTrial, adam, baseline_defaults, smallest
+from memomentum.methods.small_loss import (DEFAULTS, EPOCH_COLUMNS, SmallLossOptions, SmallLossTrial, adam,
+                                           smallest)
+
+
+@dataclass(frozen=True)
+class JoCoROptions(SmallLossOptions):
+    co_lambda: float = 0.9  # weight of the two networks' agreement (symmetric KL) term (cifar100: 0.85)
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.co_lambda <= 1.0:
+            raise ConfigError(f"co_lambda={self.co_lambda} must lie in [0, 1]")
 
 
 def jocor_loss(logits1, logits2, labels, n_keep: int, co_lambda: float):
@@ -29,10 +43,12 @@ class JoCoRTrial(SmallLossTrial):
         return (adam(list(model1.parameters()) + list(model2.parameters()), self.cfg),)
 
     def select_and_loss(self, logits1, logits2, labels, n_keep):
-        loss, keep = jocor_loss(logits1, logits2, labels, n_keep, self.cfg.co_lambda)
+        loss, keep = jocor_loss(logits1, logits2, labels, n_keep, self.options.co_lambda)
         return loss, loss.detach(), keep, keep
 
 
 METHOD = Method("jocor", "JoCoR (CVPR 2020, SPEC §6): two networks trained jointly with an agreement loss on "
                 "their small-loss examples", JoCoRTrial, published="JoCoR", networks=2, min_epochs=2,
-                defaults=baseline_defaults)
+                options=JoCoROptions, columns={"epoch": EPOCH_COLUMNS},
+                # the README's lambda for each data set (the code's default 0.1 is not what the paper used)
+                defaults={**DEFAULTS, "cifar100": {**DEFAULTS["cifar100"], "co_lambda": 0.85}})

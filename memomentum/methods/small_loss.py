@@ -19,13 +19,49 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from memomentum.engine import state_copy
+from memomentum.errors import ConfigError
+from memomentum.methods.method import Options
 from memomentum.noise import NOISE_TYPES
+from memomentum.records import Column
 from memomentum.trial import LoopState, Trial
 
 MOMENTUM_BETA1 = 0.9  # Adam's beta1 before decay_start ...
 DECAY_BETA1 = 0.1  # ... and from it on
 BETA2 = 0.999
+
+
+@dataclass(frozen=True)
+class SmallLossOptions(Options):
+    """The settings both references share (SPEC §6; they train epochs 1 .. epochs_per_stage - 1 with Adam, as
+    their main.py's range(1, n_epoch))."""
+    forget_rate: float = -1.0  # share of each batch left out once ramped up; -1 = the noise rate (human noise: the
+    #                            label set's realised rate)
+    num_gradual: int = 10  # Tk: epochs over which the forget rate ramps up from 0 (linspace over epochs 0 .. Tk-1)
+    exponent: float = 1.0  # c: the ramp ends at forget_rate ** c
+    decay_start: int = 80  # epoch from which Adam's lr falls linearly to 0 and its beta1 is 0.1 (cifar100: 100)
+
+    def check(self) -> None:
+        if self.forget_rate != -1.0 and not 0.0 <= self.forget_rate < 1.0:
+            raise ConfigError(f"forget_rate={self.forget_rate} must lie in [0, 1), or be -1 (the noise rate)")
+        if self.num_gradual < 1:
+            raise ConfigError(f"num_gradual={self.num_gradual} must be at least 1")
+        if self.exponent <= 0:
+            raise ConfigError(f"exponent={self.exponent} must be positive")
+        if self.decay_start < 0:
+            raise ConfigError(f"decay_start={self.decay_start} must not be negative")
+
+
+# what both methods' per-epoch records add to the shared fields (null for other methods)
+EPOCH_COLUMNS = (
+    Column("forget_rate", "float64", "share of each batch left out this epoch (the ramped forget rate)",
+           tag="train/forget_rate"),
+    Column("kept_precision", "float64", "share of correctly labelled examples among those kept (%, clean labels: "
+           "diagnostic), mean of the two networks' selections", tag="train/kept_precision"),
+    Column("val_score_1", "float64", "network 1's validation score (%)", tag="val/score_net1"),
+    Column("val_score_2", "float64", "network 2's validation score (%)", tag="val/score_net2"),
+)
+# the references' optimiser and length (SPEC §6): Adam at lr 0.001 without weight decay, 200 epochs; CIFAR-100 decays later
+DEFAULTS = {"*": {"lr": 0.001, "weight_decay": 0.0, "epochs_per_stage": 200}, "cifar100": {"decay_start": 100}}
 
 
 def forget_schedule(forget_rate: float, n_epoch: int, num_gradual: int, exponent: float) -> np.ndarray:
@@ -57,18 +93,18 @@ def smallest(losses: torch.Tensor, n_keep: int) -> torch.Tensor:
     return torch.argsort(losses.detach(), stable=True)[:n_keep]
 
 
-def resolved_forget_rate(cfg, halve_for_pairflip: bool = False, realized: Optional[float] = None) -> float:
-    """cfg.forget_rate, or (-1) the configured noise rate (for labels noisy as given, e.g. CIFAR-N, the
+def resolved_forget_rate(options: SmallLossOptions, noise_type: str, noise_rate: float, halve_for_pairflip: bool = False,
+                         realized: Optional[float] = None) -> float:
+    """options.forget_rate, or (-1) the configured noise rate (for labels noisy as given, e.g. CIFAR-N, the
     realised rate of the label set); JoCoR's reference halves it for pair-flip noise."""
-    if cfg.forget_rate >= 0:
-        return cfg.forget_rate
-    rate = cfg.noise_rate if cfg.noise_type in NOISE_TYPES or realized is None else realized
-    return rate / 2 if halve_for_pairflip and cfg.noise_type == "pairflip" else rate
+    if options.forget_rate >= 0:
+        return options.forget_rate
+    rate = noise_rate if noise_type in NOISE_TYPES or realized is None else realized
+    return rate / 2 if halve_for_pairflip and noise_type == "pairflip" else rate
 
 
 @dataclass
 class SmallLossState(LoopState):
-    round_best: float = 0.0  # best validation score of the (single) round, either network
     model2: Optional[dict] = None  # network 2 and its optimizer inside the round (in checkpoints only)
     optimizer2: Optional[dict] = None
 
@@ -84,11 +120,11 @@ class SmallLossTrial(Trial):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         d = self.data
-        self.forget_rate = resolved_forget_rate(self.cfg, self.halve_for_pairflip, d.realized_noise_rate)
+        cfg = self.cfg
+        self.forget_rate = resolved_forget_rate(self.options, cfg.noise_type, cfg.noise_rate, self.halve_for_pairflip,
+                                                d.realized_noise_rate)
         self._right = ((d.noisy_labels == d.clean_labels) & (d.clean_labels >= 0)).to(self.device)  # diagnostics
         self._known = (d.clean_labels >= 0).to(self.device)
-        self._models: Tuple = ()
-        self._optimizers: Tuple = ()
 
     # --- what a method defines ----------------------------------------------------------------
     def optimizers(self, model1, model2) -> Tuple[torch.optim.Optimizer, ...]:
@@ -100,43 +136,30 @@ class SmallLossTrial(Trial):
 
     # --- the loop ---------------------------------------------------------------------------------
     def _round(self) -> Iterator[dict]:
-        cfg, s = self.cfg, self.s
+        cfg, s, opts = self.cfg, self.s, self.options
         n_epoch = cfg.epochs_per_stage
-        model1, model2 = self.fresh_model(s.outer), self.fresh_model(s.outer, purpose=200)
-        self._models, self._model = (model1, model2), model1
-        self._optimizers = self.optimizers(model1, model2)
-        if s.epoch == 0:
-            s.round_best = 0.0
-        else:  # resuming inside the round
-            model1.load_state_dict(s.model)
-            model2.load_state_dict(s.model2)
-            for optimizer, state in zip(self._optimizers, (s.optimizer, s.optimizer2)):
-                optimizer.load_state_dict(state)
-            s.model = s.model2 = s.optimizer = s.optimizer2 = None
-        alpha, beta1 = adam_plan(cfg.lr, n_epoch, cfg.decay_start)
-        rates = forget_schedule(self.forget_rate, n_epoch, cfg.num_gradual, cfg.exponent)
+        self._networks(self._build)
+        alpha, beta1 = adam_plan(cfg.lr, n_epoch, opts.decay_start)
+        rates = forget_schedule(self.forget_rate, n_epoch, opts.num_gradual, opts.exponent)
         while True:
             e = s.epoch + 1  # the references' epoch index
-            for optimizer in self._optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"], group["betas"] = alpha[e], (beta1[e], BETA2)
+            self._set_lr(alpha[e], betas=(beta1[e], BETA2))
             loss, acc, kept_precision = self._train_epoch(float(rates[e]))
             scores = [float(self.scorer(m)) for m in self._models]
             better = int(scores[1] > scores[0])  # ties: network 1
             score = scores[better]
-            s.epoch += 1
-            s.step += 1
-            s.round_best = max(s.round_best, score)
             improved = score > s.best_val
             test_acc = self._improve(score, self.stage, self._models[better]) if improved else None
-            late = self._late_test(n_epoch - 1, *self._models)
-            over = s.epoch >= n_epoch - 1
-            yield from self._epoch_records(over, lr=alpha[e], forget_rate=float(rates[e]), train_loss=loss,
-                                           train_acc=acc, kept_precision=kept_precision, val_score=score,
-                                           val_score_1=scores[0], val_score_2=scores[1], improved=improved,
-                                           test_acc=test_acc, epoch_test_acc=late)
+            over = yield from self._end_epoch(score, improved, test_acc, length=n_epoch - 1, lr=alpha[e],
+                                              forget_rate=float(rates[e]), train_loss=loss, train_acc=acc,
+                                              kept_precision=kept_precision, val_score_1=scores[0],
+                                              val_score_2=scores[1])
             if over:
                 return
+
+    def _build(self):
+        models = self.fresh_model(self.s.outer), self.fresh_model(self.s.outer, purpose=200)
+        return models, self.optimizers(*models)
 
     def _train_epoch(self, forget_rate: float) -> Tuple[float, float, Optional[float]]:
         """One epoch of both networks; (mean loss, mean accuracy % of the two networks against the noisy
@@ -169,35 +192,17 @@ class SmallLossTrial(Trial):
         kept = round(100.0 * kept_right / kept_known, 4) if kept_known else None
         return loss_sum / max(batches, 1), 100.0 * correct / max(n, 1), kept
 
-    def _live_state(self) -> dict:
-        if not self._models:
-            return {}
-        optimizers = [o.state_dict() for o in self._optimizers] + [None]
-        return {"model": state_copy(self._models[0]), "model2": state_copy(self._models[1]),
-                "optimizer": optimizers[0], "optimizer2": optimizers[1]}
-
     def _end_round(self) -> dict:
-        s = self.s
-        record = self._round_record(self.stage, s.round_best, s.best_val)
-        s.done = True
-        self._models = self._optimizers = ()
-        self._model = None
-        record["resumable"] = True
-        return record
+        return self._finish(self.stage)
 
     @staticmethod
     def expected_epochs(cfg):
         return float(cfg.epochs_per_stage - 1), cfg.epochs_per_stage - 1
 
 
-def baseline_defaults(dataset: str, noise_type: str, noise_rate: float) -> dict:
-    """The references' optimiser and length (SPEC §6): Adam at lr 0.001 without weight decay, 200 epochs."""
-    return {"lr": 0.001, "weight_decay": 0.0, "epochs_per_stage": 200}
-
-
 def adam(params, cfg) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=cfg.lr, betas=(MOMENTUM_BETA1, BETA2), weight_decay=cfg.weight_decay)
 
 
-__all__ = ["SmallLossTrial", "SmallLossState", "forget_schedule", "adam_plan", "kept_count", "smallest", "adam",
-           "baseline_defaults", "resolved_forget_rate"]
+__all__ = ["SmallLossTrial", "SmallLossState", "SmallLossOptions", "EPOCH_COLUMNS", "DEFAULTS", "forget_schedule",
+           "adam_plan", "kept_count", "smallest", "adam", "resolved_forget_rate"]
