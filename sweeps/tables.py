@@ -174,10 +174,11 @@ def zero_by_rule(trials: pa.Table) -> int:
 
 
 def code_versions_line(trials: pa.Table) -> Optional[str]:
-    """One line when a sweep's finished trials were made by more than one code version, else None."""
+    """One line when the finished trials a sweep's tables show (not those of an earlier method version) were
+    made by more than one code version, else None."""
     counts = defaultdict(int)
     for t in trials.to_pylist():
-        if t["status"] == "finished":
+        if t["status"] == "finished" and not superseded(t):
             counts[t.get("code_version") or "unknown (recorded before code versions were)"] += 1
     if len(counts) < 2:
         return None

@@ -138,7 +138,12 @@ RELEASED_KEYS = {
 
 
 @pytest.mark.parametrize("cell", sorted(RELEASED_KEYS, key=str))
-def test_keys_of_cells_made_by_the_earlier_release_are_unchanged(cell):
+def test_keys_of_cells_made_by_the_earlier_release_are_unchanged(cell, monkeypatch):
+    """At the method versions they were made with (1: before versions existed); a raised version changes them."""
+    from memomentum.methods import METHODS
+
+    for name, m in list(METHODS.items()):
+        monkeypatch.setitem(METHODS, name, dataclasses.replace(m, version=1))
     dataset, method, kind, rate, seed = cell
     values = {"dataset": dataset, "method": method, "seed": seed}
     if kind:

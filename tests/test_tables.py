@@ -11,9 +11,11 @@ from sweeps.results import TRIALS
 
 
 def trials(rows):
+    """Trial rows as the collector writes them; made by the current version of their method unless given."""
     base = {k: None for k in TRIALS.names}
-    return pa.Table.from_pylist([{**base, "status": "finished", "precision_mode": "fp32", **r} for r in rows],
-                                schema=TRIALS)
+    current = lambda r: METHODS[r["method"]].version if r.get("method") in METHODS else None  # noqa: E731
+    return pa.Table.from_pylist([{**base, "status": "finished", "precision_mode": "fp32", "method_version": current(r),
+                                  **r} for r in rows], schema=TRIALS)
 
 
 def test_mean_std_over_seeds_with_published_reference_and_delta():
@@ -102,9 +104,10 @@ def test_a_trial_off_the_official_settings_is_a_labelled_variant():
 
 def test_mixed_code_versions_and_superseded_method_versions_are_said_and_kept_apart(monkeypatch):
     cell = {"dataset": "cifar10", "method": "jocor", "noise_type": "symmetric", "noise_rate": 0.2}
-    rows = [{**cell, "seed": 1, "test_acc": 80.0, "code_version": "git:aaa", "method_version": 1},
-            {**cell, "seed": 2, "test_acc": 82.0, "code_version": "git:bbb", "method_version": 1},
-            {**cell, "seed": 3, "test_acc": 84.0, "code_version": "git:bbb", "method_version": 1}]
+    v = METHODS["jocor"].version
+    rows = [{**cell, "seed": 1, "test_acc": 80.0, "code_version": "git:aaa", "method_version": v},
+            {**cell, "seed": 2, "test_acc": 82.0, "code_version": "git:bbb", "method_version": v},
+            {**cell, "seed": 3, "test_acc": 84.0, "code_version": "git:bbb", "method_version": v}]
     t = trials(rows)
     assert runner.paper.code_versions_line(t).startswith("Note: the finished trials come from 2 code versions: "
                                                         "git:bbb (2), git:aaa (1)")
@@ -112,9 +115,10 @@ def test_mixed_code_versions_and_superseded_method_versions_are_said_and_kept_ap
     md = tables.render_markdown(tables.paper_table(t), t)
     assert "2 code versions" in md
     # an earlier version of the method: kept in trials, left out of the table, with a note
-    monkeypatch.setitem(METHODS, "jocor", dataclasses.replace(METHODS["jocor"], version=2))
-    newer = trials(rows + [{**cell, "seed": 1, "test_acc": 90.0, "code_version": "git:ccc", "method_version": 2}])
+    monkeypatch.setitem(METHODS, "jocor", dataclasses.replace(METHODS["jocor"], version=v + 1))
+    newer = trials(rows + [{**cell, "seed": 1, "test_acc": 90.0, "code_version": "git:ccc", "method_version": v + 1}])
     table = tables.paper_table(newer).to_pylist()
     assert len(table) == 1 and table[0]["n"] == 1 and table[0]["mean"] == 90.0
-    assert "Note: 3 finished trial(s) were made by an earlier version of their method" in \
-        tables.render_markdown(tables.paper_table(newer), newer)
+    md = tables.render_markdown(tables.paper_table(newer), newer)
+    assert "Note: 3 finished trial(s) were made by an earlier version of their method" in md
+    assert "code versions" not in md  # the table shows one code version's trials: nothing mixed

@@ -1,7 +1,11 @@
 """`jocor`: JoCoR (Wei et al., CVPR 2020), as the reference hongxin001/JoCoR algorithm/jocor.py and
 loss.py run it (SPEC §6). One Adam over both networks; per example the joint loss
 (1 - co_lambda) * (CE1 + CE2) + co_lambda * (KL(p1 || p2) + KL(p2 || p1)); the batch's smallest joint
-losses update both networks with their mean. The forget rate is half the noise rate for pair-flip noise.
+losses update both networks with their mean. The forget rate is the noise rate for every noise type this
+project has, pair-flip included: the reference's constructor (algorithm/jocor.py, `if args.noise_type ==
+"asymmetric": forget_rate = args.noise_rate / 2`) halves it only for its own `asymmetric` noise, a class
+map that flips about half of the classes; its `pairflip` (y -> y + 1 mod C, ours) keeps the full rate.
+Version 2: version 1 halved the rate under pair-flip noise (following an earlier, wrong sentence of SPEC §6).
 The shared schedule and loop: memomentum/methods/small_loss.py."""
 from dataclasses import dataclass
 
@@ -37,7 +41,6 @@ def jocor_loss(logits1, logits2, labels, n_keep: int, co_lambda: float):
 
 class JoCoRTrial(SmallLossTrial):
     stage = "jocor"
-    halve_for_pairflip = True
 
     def optimizers(self, model1, model2):
         return (adam(list(model1.parameters()) + list(model2.parameters()), self.cfg),)
@@ -49,6 +52,6 @@ class JoCoRTrial(SmallLossTrial):
 
 METHOD = Method("jocor", "JoCoR (CVPR 2020, SPEC §6): two networks trained jointly with an agreement loss on "
                 "their small-loss examples", JoCoRTrial, published="JoCoR", networks=2, min_epochs=2,
-                options=JoCoROptions, columns={"epoch": EPOCH_COLUMNS},
+                options=JoCoROptions, columns={"epoch": EPOCH_COLUMNS}, version=2,
                 # the README's lambda for each data set (the code's default 0.1 is not what the paper used)
                 defaults={**DEFAULTS, "cifar100": {**DEFAULTS["cifar100"], "co_lambda": 0.85}})

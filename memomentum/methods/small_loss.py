@@ -93,14 +93,14 @@ def smallest(losses: torch.Tensor, n_keep: int) -> torch.Tensor:
     return torch.argsort(losses.detach(), stable=True)[:n_keep]
 
 
-def resolved_forget_rate(options: SmallLossOptions, noise_type: str, noise_rate: float, halve_for_pairflip: bool = False,
+def resolved_forget_rate(options: SmallLossOptions, noise_type: str, noise_rate: float,
                          realized: Optional[float] = None) -> float:
-    """options.forget_rate, or (-1) the configured noise rate (for labels noisy as given, e.g. CIFAR-N, the
-    realised rate of the label set); JoCoR's reference halves it for pair-flip noise."""
+    """options.forget_rate, or (-1) the configured noise rate, for every noise type this project has (pair-flip
+    included, for both methods: JoCoR's algorithm/jocor.py halves it only for its own `asymmetric` class-map noise,
+    which this project does not have); for labels noisy as given (CIFAR-N), the label set's realised rate."""
     if options.forget_rate >= 0:
         return options.forget_rate
-    rate = noise_rate if noise_type in NOISE_TYPES or realized is None else realized
-    return rate / 2 if halve_for_pairflip and noise_type == "pairflip" else rate
+    return noise_rate if noise_type in NOISE_TYPES or realized is None else realized
 
 
 @dataclass
@@ -115,14 +115,12 @@ class SmallLossTrial(Trial):
 
     State = SmallLossState
     stage = "?"  # the round records' stage: the method's name
-    halve_for_pairflip = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         d = self.data
         cfg = self.cfg
-        self.forget_rate = resolved_forget_rate(self.options, cfg.noise_type, cfg.noise_rate, self.halve_for_pairflip,
-                                                d.realized_noise_rate)
+        self.forget_rate = resolved_forget_rate(self.options, cfg.noise_type, cfg.noise_rate, d.realized_noise_rate)
         self._right = ((d.noisy_labels == d.clean_labels) & (d.clean_labels >= 0)).to(self.device)  # diagnostics
         self._known = (d.clean_labels >= 0).to(self.device)
 
