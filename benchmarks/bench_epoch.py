@@ -3,7 +3,11 @@ engine and for the standard pipeline of the official code (benchmarks/standard.p
 model, data size, device and batch sizes, in the same run.
 
     python benchmarks/bench_epoch.py --model lenet --device cpu
-    python benchmarks/bench_epoch.py --model resnet18 --device cuda --precision bf16
+    python benchmarks/bench_epoch.py --model resnet18 --device cuda --precision bf16 --compile
+
+float32 is true fp32 unless `--matmul-precision tf32` (the switches a trial sets, memomentum.trial.configure_device);
+`warmup_s` times the warm-up over every batch shape of the timed passes (with --compile: the compile time), so
+the timed passes never recompile.
 
 Data are random uint8 images of the real shape: MNIST-size (54,000 train / 6,000 validation, 1x28x28)
 for lenet, CIFAR-size (45,000 / 5,000, 3x32x32 with crop + flip augmentation) for the ResNets;
@@ -23,9 +27,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import standard  # noqa: E402
+from memomentum.config import TrialConfig  # noqa: E402
 from memomentum.data import DATASETS  # noqa: E402
 from memomentum.engine import Engine, resolve_device, sgd  # noqa: E402
 from memomentum.models import create_model  # noqa: E402
+from memomentum.trial import configure_device  # noqa: E402
 
 SHAPES = {"lenet": ("mnist", 54000), "resnet18": ("cifar10", 45000), "resnet34": ("cifar100", 45000)}
 
@@ -65,13 +71,26 @@ def bench_ours(model_name, info, device, train_x, train_y, val_x, val_y, precisi
     xs, ys, vx, vy = (t.to(device) for t in (train_x, train_y, val_x, val_y))
     idx = torch.arange(len(ys), device=device)
     vidx = torch.arange(len(vy), device=device)
-    # warm-up: allocator, cuDNN autotuning, compilation
-    engine.train_epoch(model, opt, xs, ys, idx[:1024])
-    engine.val_score(model, vx, vy, vidx[:1024], True)
+    # warm-up (allocator, cuDNN autotuning, compilation) over every batch shape the timed passes meet: full
+    # training batches and the epoch's short last one, the validation pass itself, and an extraction chunk of
+    # each size, so that compile's recompiles for new shapes happen here and not in the timed passes
+    n, b, e = len(ys), engine.batch_size, engine.eval_batch_size
+    warm_s, _ = timed(lambda: (engine.train_epoch(model, opt, xs, ys, idx[:min(n, 4 * b + n % b)]),
+                               engine.val_score(model, vx, vy, vidx, True),
+                               engine.predict(model, xs, idx[:min(n, e + n % e)], True)), device)
+    graphs = compiled_graphs()
     train_s, _ = timed(lambda: engine.train_epoch(model, opt, xs, ys, idx), device)
     val_s, _ = timed(lambda: engine.val_score(model, vx, vy, vidx, True), device)
     extract_s, _ = timed(lambda: engine.predict(model, xs, idx, True), device)
-    return {"train_s": train_s, "val_s": val_s, "extract_s": extract_s, "total_s": train_s + val_s + extract_s}
+    return {"train_s": train_s, "val_s": val_s, "extract_s": extract_s, "total_s": train_s + val_s + extract_s,
+            "warmup_s": warm_s, "graphs_compiled_in_timed_passes": compiled_graphs() - graphs}
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far (0 without compile)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def bench_standard(model_name, info, device, train_x, train_y, val_x, val_y, workers):
@@ -100,12 +119,16 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="DataLoader workers of the standard pipeline (official: 8; default min(8, cores))")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="our engine's precision")
+    p.add_argument("--matmul-precision", default="fp32", choices=("fp32", "tf32"),
+                   help="float32 matmuls / convolutions: fp32 (true fp32, as a trial runs by default) or tf32")
     p.add_argument("--compile", action="store_true", help="torch.compile our engine's model")
     p.add_argument("--ours-only", action="store_true", help="time our engine only (no standard pipeline)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    # the switches a trial sets (strict fp32 unless tf32 is asked for; cuDNN autotuning), set the same way
+    configure_device(TrialConfig.from_dict({"dataset": SHAPES[args.model][0], "device": args.device,
+                                            "precision": args.precision, "matmul_precision": args.matmul_precision}),
+                     device)
     n = args.n or SHAPES[args.model][1]
     info, tx, ty, vx, vy = synthetic(args.model, n)
     ours = bench_ours(args.model, info, device, tx, ty, vx, vy, args.precision, args.compile)
@@ -117,7 +140,8 @@ def main(argv=None):
         "model": args.model, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_threads": torch.get_num_threads(), "n_train": n, "n_val": len(vy), "workers": args.workers,
-        "precision": args.precision, "compile": args.compile, "torch": torch.__version__,
+        "precision": args.precision, "matmul_precision": args.matmul_precision, "compile": args.compile,
+        "torch": torch.__version__,
         "ours": {k: round(v, 3) for k, v in ours.items()},
     }
     if std is not None:

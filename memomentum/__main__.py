@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config field, e.g. --set epochs_per_stage=5 (repeatable)")
     p.add_argument("--log-every", type=int, default=10, help="print an epoch line every N epochs (0: rounds only)")
-    p.add_argument("--sweep-dir", metavar="DIR", help="also write DIR/trials/<key>/trial.json, as a sweep's trials do, "
-                                                      "so that `run_sweep.py --report DIR` tabulates runs made "
-                                                      "without Ray")
+    p.add_argument("--sweep-dir", metavar="DIR", help="also write DIR/trials/<key>/trial.json, as a sweep's trials do "
+                                                      "(status running with the records so far after every round, "
+                                                      "finished at the end), so that `run_sweep.py --report DIR` "
+                                                      "tabulates runs made without Ray")
     return p
 
 
@@ -115,6 +116,7 @@ def main(argv=None) -> int:
     guard("the start line", lambda: log(f"trial {cfg.trial_name()} ({cfg.model}) on {trial.device}; "
                                         f"{trial.describe()}"))
     result, records, started = None, [], time.time()
+    identity = {"node_id": socket.gethostname(), "pid": os.getpid(), "resumed_from": None, "started": started}
     for record in trial.records():
         if record["kind"] == "result":
             result = record
@@ -123,10 +125,12 @@ def main(argv=None) -> int:
         if record["kind"] == "round" or record.get("test_acc") is not None or (
                 args.log_every and record.get("epoch", 0) % args.log_every == 0):
             guard("a progress line", lambda: log(format_record(record)))
+        if args.sweep_dir and record["kind"] == "round":  # a trial stopped later still leaves its rounds so far
+            guard("the trial file so far", write_trial_document, args.sweep_dir,
+                  trial_document(trial, records, status="running", **identity))
     code = 0
     if args.sweep_dir:
-        doc = trial_document(trial, records, status="finished", result=result, node_id=socket.gethostname(),
-                             pid=os.getpid(), resumed_from=None, started=started, finished=time.time())
+        doc = trial_document(trial, records, status="finished", result=result, **identity, finished=time.time())
         try:
             path = write_trial_document(args.sweep_dir, doc)
             guard("the trial-file line", lambda: log(f"trial file: {path}"))

@@ -5,7 +5,7 @@ the trial's device and only ever indexes into them. Images stay uint8 until a ba
 the device, and the instance-noise generator reads these raw 0..255 values (SPEC §1).
 
 Files are read in torchvision's on-disk layouts under a data root:
-  <root>/MNIST/raw/*-ubyte, <root>/FashionMNIST/raw/*-ubyte   (torchvision's readers)
+  <root>/MNIST/raw/*-ubyte, <root>/FashionMNIST/raw/*-ubyte   (IDX files, plain or .gz)
   <root>/cifar-10-batches-py/{data_batch_1..5,test_batch}      (the python pickle release)
   <root>/cifar-100-python/{train,test}
   <root>/annotations/{noisy_train_key_list,noisy_label_kv,clean_label_kv,clean_val_key_list,
@@ -14,8 +14,10 @@ The data root is the config's `data_root`, else the environment variable MEMOMEN
 `digits` needs no files: it is scikit-learn's load_digits, shipped inside the package.
 """
 import functools
+import gzip
 import os
 import pickle
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Tuple
 
@@ -90,7 +92,7 @@ def check_files(name: str, data_root: str = "") -> None:
     if not info.files:
         return
     root = resolve_root(data_root)
-    missing = [f for f in info.files if not os.path.isfile(os.path.join(root, f))]
+    missing = [f for f in info.files if not os.path.isfile(_present(os.path.join(root, f)))]
     if missing:
         raise DataError(
             f"{name}: {len(missing)} file(s) missing under data root {os.path.abspath(root)} "
@@ -109,16 +111,43 @@ def _check_arrays(name: str, a: Arrays) -> None:
 
 
 # --- readers ----------------------------------------------------------------------------------
-def _read_torchvision_idx(cls_name: str) -> Callable[[str, bool], Arrays]:
-    def read(root: str, download: bool) -> Arrays:
-        import torchvision.datasets as tvd
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
-        cls = getattr(tvd, cls_name)
-        train, test = (cls(root, train=t, download=download) for t in (True, False))
-        return Arrays(train.data.unsqueeze(1).contiguous(), train.targets.long(),
-                      test.data.unsqueeze(1).contiguous(), test.targets.long())
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file of unsigned bytes (MNIST's format: magic 0x0000 08 <ndim>, big-endian dimensions, data), plain
+    or gzip-compressed, as a numpy array of its shape; DataError if it is not one."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= raw[3] <= 4:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (header {raw[:4].hex()})")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DataError(f"{path} holds {body.size} bytes for a shape {shape}: the file is cut short or padded")
+    return body.reshape(shape)
+
+
+def _read_idx_release(folder: str, tv_class: str) -> Callable[[str, bool], Arrays]:
+    """MNIST-format files under <root>/<folder>/raw/, each plain or as <name>.gz (torchvision's layout; the
+    .gz files alone are enough). download=True lets torchvision fetch missing files first."""
+    def read(root: str, download: bool) -> Arrays:
+        if download:
+            import torchvision.datasets as tvd
+
+            getattr(tvd, tv_class)(root, train=True, download=True)
+        arrays = [read_idx(_present(os.path.join(root, folder, "raw", name))) for name in IDX_NAMES]
+        train_x, train_y, test_x, test_y = (torch.from_numpy(a.copy()) for a in arrays)
+        return Arrays(train_x.unsqueeze(1).contiguous(), train_y.long(), test_x.unsqueeze(1).contiguous(), test_y.long())
 
     return read
+
+
+def _present(path: str) -> str:
+    """`path`, or its gzip-compressed twin `path.gz` where only that exists."""
+    return path if os.path.isfile(path) or not os.path.isfile(path + ".gz") else path + ".gz"
 
 
 class ArrayUnpickler(pickle.Unpickler):
@@ -184,8 +213,7 @@ def _read_digits(root: str, download: bool) -> Arrays:
 
 
 def _idx_files(folder: str) -> Tuple[str, ...]:
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    return tuple(f"{folder}/raw/{n}" for n in names)
+    return tuple(f"{folder}/raw/{n}" for n in IDX_NAMES)
 
 
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -202,10 +230,10 @@ DATASETS = {
     "digits": DatasetInfo(num_classes=10, model="digitsnet", mean=(0.3,), std=(0.38,), crop_padding=0, flip=False,
                           files=(), read=_read_digits),
     "mnist": DatasetInfo(num_classes=10, model="lenet", mean=(0.1307,), std=(0.3081,), crop_padding=0, flip=False,
-                         files=_idx_files("MNIST"), read=_read_torchvision_idx("MNIST")),
+                         files=_idx_files("MNIST"), read=_read_idx_release("MNIST", "MNIST")),
     "fashionmnist": DatasetInfo(num_classes=10, model="lenet", mean=(0.2860,), std=(0.3530,), crop_padding=0,
                                 flip=False, files=_idx_files("FashionMNIST"),
-                                read=_read_torchvision_idx("FashionMNIST")),
+                                read=_read_idx_release("FashionMNIST", "FashionMNIST")),
     "cifar10": DatasetInfo(num_classes=10, model="resnet18", mean=(0.4914, 0.4822, 0.4465),
                            std=(0.2023, 0.1994, 0.2010), crop_padding=4, flip=True,
                            files=tuple(f"cifar-10-batches-py/{f}" for f in _CIFAR10_TRAIN + ("test_batch",)),

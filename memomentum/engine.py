@@ -21,17 +21,21 @@ from memomentum.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when a GPU is visible, else cpu; asking for a GPU that is not there is an error."""
+    """'auto' -> the current GPU when one is visible, else cpu; asking for a GPU that is not there is an error.
+    A GPU always comes back with its index (cuda:N): per-device calls such as the memory cap need one."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        name = "cuda"
     device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        index = device.index or 0
-        if index >= count:
-            raise ConfigError(f"device={name!r} but this machine sees {count} GPU(s); "
-                              f"use device=cpu (or auto), or run where the GPU exists")
-    return device
+    if device.type != "cuda":
+        return device
+    count = torch.cuda.device_count()
+    index = device.index if device.index is not None else (torch.cuda.current_device() if count else 0)
+    if index >= count:
+        raise ConfigError(f"device={name!r} but this machine sees {count} GPU(s); "
+                          f"use device=cpu (or auto), or run where the GPU exists")
+    return torch.device("cuda", index)
 
 
 class Engine:

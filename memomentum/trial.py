@@ -346,8 +346,13 @@ class Trial:
         state = dict(state)
         generator = state.pop("generator")
         saved_on = state.pop("generator_device", None)
+        # optimizer states are copied on the CPU: Optimizer.load_state_dict places them by their parameters and
+        # keeps Adam's `step` counters on the CPU, as it expects (moved to a GPU, every step would read them
+        # back: one host sync per batch); a copy, since the optimizer updates what it loaded in place
+        cpu = torch.device("cpu")
+        placed = {k: _to_device(v, cpu if k in OPTIMIZER_KEYS else self.feed.state_device) for k, v in state.items()}
         try:
-            s = self.State(**_to_device(state, self.feed.state_device))
+            s = self.State(**placed)
         except TypeError as exc:  # fields of another method
             raise ConfigError(f"the checkpoint does not fit method {self.cfg.method} ({exc})") from None
         here = self.feed.generator.device.type

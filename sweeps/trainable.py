@@ -34,11 +34,9 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     from ray import tune
     import ray
 
-    from memomentum.config import AUTO_WORKERS, TrialConfig
     from memomentum.errors import ConfigError
     from memomentum.methods import make_trial
     from memomentum.progress import ReportGuard, format_record
-    from memomentum.stream import auto_workers
     from memomentum.trial import trial_document
 
     # one line per checkpoint from Ray would drown the per-round progress lines
@@ -49,11 +47,7 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     guard = ReportGuard(say)
     store = Storage(storage)
     torch.set_num_threads(max(1, int(cell["cpu"])))
-    cfg = TrialConfig.from_dict(cell["trial"])
-    if cfg.num_workers == AUTO_WORKERS:  # DataLoader processes: as many as the trial has CPUs
-        cfg = cfg.replace(num_workers=auto_workers(cell["cpu"]))
-    if 0 < cell.get("gpu", 0) < 1 and cfg.gpu_memory_fraction == 0:  # packed: keep to its share of the GPU
-        cfg = cfg.replace(gpu_memory_fraction=cell["gpu"])
+    cfg = cell_config(cell)
 
     trial = None
     for state, records, source in _states(tune.get_checkpoint(), cell.get("resume_from") or [], store, sweep,
@@ -97,6 +91,24 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
             guard("closing TensorBoard", writer.close)
             final = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             _report(tune, {**(pending or {}), **{f"final_{k}": v for k, v in final.items()}, "finished": 1}, None)
+
+
+def cell_config(cell: dict):
+    """The trial config a cell runs with on the resources Ray gave it (execution-only changes: same key):
+    DataLoader workers as many as its CPUs; a fractional GPU caps its share of the GPU's memory; a cell given no
+    GPU never takes one (device auto would otherwise pick GPU 0 of a node it shares, uncounted by Ray)."""
+    from memomentum.config import AUTO_WORKERS, TrialConfig
+    from memomentum.stream import auto_workers
+
+    cfg = TrialConfig.from_dict(cell["trial"])
+    gpu = cell.get("gpu", 0)
+    if cfg.num_workers == AUTO_WORKERS:
+        cfg = cfg.replace(num_workers=auto_workers(cell["cpu"]))
+    if 0 < gpu < 1 and cfg.gpu_memory_fraction == 0:
+        cfg = cfg.replace(gpu_memory_fraction=gpu)
+    if gpu == 0 and cfg.device == "auto":
+        cfg = cfg.replace(device="cpu")
+    return cfg
 
 
 def _checkpoint(tune, trial, store, sweep, doc, pending):

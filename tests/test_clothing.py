@@ -212,3 +212,14 @@ def test_dataloader_workers_follow_the_cpus(release, monkeypatch):
     assert ClothingTrial(tiny(release, num_workers=1)).feed.workers == 1
     with pytest.raises(ConfigError, match="num_workers=-2"):
         tiny(release, num_workers=-2)
+
+
+def test_compile_leaves_the_live_network_alone_when_the_selection_predicts(release, monkeypatch):
+    """With compile: true every network slot is one compiled module; the selection's scratch network has its
+    own slot, so loading a stored class-best state never overwrites the live network mid outer loop. (compile is
+    a no-op stand-in here: the slots behave as with torch.compile, the records must equal an uncompiled run.)"""
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: None)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "resumable", "config_hash")} for r in rs]  # noqa: E731
+    plain = list(ClothingTrial(tiny(release, max_outer=1, max_inner=3)).records())
+    compiled = list(ClothingTrial(tiny(release, max_outer=1, max_inner=3, compile=True)).records())
+    assert strip(compiled) == strip(plain)

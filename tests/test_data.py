@@ -123,3 +123,31 @@ def test_the_sweep_preflight_reads_cifar_files_with_the_restricted_unpickler(tmp
                            str(tmp_path / "store")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "never holds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "ran").exists()
+
+
+def test_mnist_files_may_be_gzip_compressed_only(tmp_path):
+    """torchvision's layout with only the four .gz files (what travels to a GPU machine) loads the same arrays."""
+    written = write_idx(tmp_path / "plain", "MNIST", n_train=30, n_test=8, gz=True)
+    (tmp_path / "gz" / "MNIST").mkdir(parents=True)
+    os.rename(tmp_path / "plain" / "MNIST" / "raw", tmp_path / "gz" / "MNIST" / "raw")
+    for path in (tmp_path / "gz" / "MNIST" / "raw").iterdir():
+        if path.suffix != ".gz":
+            path.unlink()
+    data.check_files("mnist", str(tmp_path / "gz"))
+    a = load("mnist", str(tmp_path / "gz"))
+    assert np.array_equal(a.train_images[:, 0].numpy(), written["train"][0])
+    assert np.array_equal(a.test_labels.numpy(), written["t10k"][1]) and a.test_labels.dtype == torch.int64
+    raw = tmp_path / "gz" / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    import gzip
+
+    raw.write_bytes(gzip.compress(gzip.decompress(raw.read_bytes())[:-5]))  # one image cut short
+    with pytest.raises(DataError, match="cut short"):
+        data._read_idx_release("MNIST", "MNIST")(str(tmp_path / "gz"), False)
+
+
+def test_the_idx_reader_reads_what_torchvision_reads(mnist_root):
+    import torchvision.datasets as tvd
+
+    ours = data._read_idx_release("MNIST", "MNIST")(mnist_root, False)
+    theirs = tvd.MNIST(mnist_root, train=True)
+    assert torch.equal(ours.train_images[:, 0], theirs.data) and torch.equal(ours.train_labels, theirs.targets)

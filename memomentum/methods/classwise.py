@@ -24,6 +24,7 @@ from memomentum.methods.method import Method
 from memomentum.trial import LoopState, Trial, class_weights
 
 STAGE = "C"  # the round records of the class-wise variant
+SCRATCH = 300  # fresh_model purpose of the network that predicts with a stored state (not the live one's 100)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ class ClassWiseTrial(Trial):
         return record
 
     def _predict_with(self, ref: str, idx: np.ndarray) -> np.ndarray:
-        scratch = self.fresh_model(self.s.outer)
+        """Predictions of the stored network `ref` for examples idx, from a scratch network of its own slot
+        (with compile: true, the live network's slot would return the live network itself and overwrite it)."""
+        scratch = self.fresh_model(self.s.outer, purpose=SCRATCH)
         scratch.load_state_dict(self.s.stored[ref])
         return self.feed.predict(scratch, torch.from_numpy(idx)).numpy()
 
