@@ -69,8 +69,10 @@ def list_methods() -> str:
         options = method.options().to_dict()
         if options:
             lines.append(f"{'':12s} options: {_settings(options)}")
-        for dataset, values in method.defaults.items():
-            lines.append(f"{'':12s} on {'every data set' if dataset == '*' else dataset}: {_settings(values)}")
+        for dataset in dict.fromkeys([*method.defaults, *method.provenance]):
+            where = "every data set" if dataset == "*" else dataset
+            note = f"  [{method.provenance[dataset]}]" if dataset in method.provenance else ""
+            lines.append(f"{'':12s} on {where}: {_settings(method.defaults.get(dataset, {})) or '-'}{note}")
         for dataset in runs_on:
             given = {k: v for k, v in DATASETS[dataset].defaults.items() if k in options}
             if given:
@@ -84,7 +86,7 @@ def _settings(values) -> str:
         if isinstance(v, bool):
             return str(v).lower()
         if isinstance(v, (list, tuple)):
-            return ",".join(str(x) for x in v)
+            return ",".join(str(x) for x in v) or "none"
         return f"{v:g}" if isinstance(v, float) else str(v)
 
     return ", ".join(f"{k}={shown(v)}" for k, v in values.items())

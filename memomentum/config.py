@@ -119,6 +119,7 @@ class TrialConfig:
         elif type(self.options) is not method.options:
             raise ConfigError(f"options {type(self.options).__name__} are not those of method {self.method} "
                               f"({method.options.__name__})")
+        self.options.check_config(self)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         if not 0.0 <= self.gpu_memory_fraction <= 1.0:

@@ -12,7 +12,7 @@ Every random draw (shuffling, crops, flips) comes from the engine's own torch.Ge
 device, whose state is part of a trial's checkpoint.
 """
 import contextlib
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -93,21 +93,29 @@ class Engine:
                    eval_batch_size=cfg.eval_batch_size, precision=cfg.precision, seed=seed)
 
     # --- passes -----------------------------------------------------------------------------
-    def batches(self, images, labels, idx, drop_last: bool = False) -> Iterator[Tuple[torch.Tensor, ...]]:
-        """(augmented inputs, labels, indices) for one epoch over `idx` in a fresh random order; the
-        last batch may be short unless `drop_last`. The order is drawn now, crops and flips per batch."""
+    def batches(self, images, labels, idx, drop_last: bool = False,
+                batch_size: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, ...]]:
+        """(augmented inputs, labels, indices) for one epoch over `idx` in a fresh random order, in batches of
+        `batch_size` (default: the engine's); the last batch may be short unless `drop_last`. The order is
+        drawn now, crops and flips per batch."""
+        size = batch_size or self.batch_size
         order = idx[torch.randperm(len(idx), generator=self.generator, device=self.device)]
-        stop = len(order) - len(order) % self.batch_size if drop_last else len(order)
-        chunks = (order[start:start + self.batch_size] for start in range(0, stop, self.batch_size))
+        stop = len(order) - len(order) % size if drop_last else len(order)
+        chunks = (order[start:start + size] for start in range(0, stop, size))
         return ((self.batch(images[b], augment=True), labels[b], b) for b in chunks)
 
-    def train_epoch(self, model, optimizer, images, labels, idx, weight: Optional[torch.Tensor] = None):
-        """One epoch over `idx` in a fresh random order (last batch may be short, as drop_last=False)."""
-        batches = self.batches(images, labels, idx)
-        return self.fit_batches(model, optimizer, ((x, y) for x, y, _ in batches), weight)
+    def train_epoch(self, model, optimizer, images, labels, idx, weight: Optional[torch.Tensor] = None,
+                    drop_last: bool = False, batch_size: Optional[int] = None, **hooks):
+        """One epoch over `idx` in a fresh random order (the last batch may be short unless `drop_last`);
+        `hooks`: fit_batches' loss_fn / before_step."""
+        batches = self.batches(images, labels, idx, drop_last, batch_size)
+        return self.fit_batches(model, optimizer, ((x, y) for x, y, _ in batches), weight, **hooks)
 
-    def fit_batches(self, model, optimizer, batches, weight: Optional[torch.Tensor] = None) -> Tuple[float, float]:
-        """One SGD step per (inputs, labels) batch with (optionally class-weighted) cross-entropy.
+    def fit_batches(self, model, optimizer, batches, weight: Optional[torch.Tensor] = None,
+                    loss_fn: Optional[Callable] = None, before_step: Optional[Callable] = None) -> Tuple[float, float]:
+        """One optimizer step per (inputs, labels) batch with (optionally class-weighted) cross-entropy, or
+        `loss_fn(logits, labels) -> scalar loss`; `before_step(model)` runs between backward() and step() (e.g.
+        a gradient mask).
 
         Returns (mean loss, accuracy % against the given labels), read from the device once at the end."""
         model.train()
@@ -117,9 +125,11 @@ class Engine:
         for x, y in batches:
             with self.autocast():
                 logits = model(x)
-                loss = F.cross_entropy(logits, y, weight=weight)
+                loss = F.cross_entropy(logits, y, weight=weight) if loss_fn is None else loss_fn(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if before_step is not None:
+                before_step(model)
             optimizer.step()
             loss_sum += loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
@@ -129,13 +139,23 @@ class Engine:
     @torch.inference_mode()
     def predict(self, model, images, idx, augment: bool) -> torch.Tensor:
         """argmax predictions for images[idx], in idx order (no autograd, eval-mode BatchNorm)."""
+        return self._passes(model, images, idx, augment, lambda logits: logits.argmax(1), torch.long)
+
+    @torch.inference_mode()
+    def logits(self, model, images, idx, augment: bool) -> torch.Tensor:
+        """float32 logits (len(idx), C) for images[idx], in idx order (no autograd, eval-mode BatchNorm)."""
+        return self._passes(model, images, idx, augment, lambda logits: logits.float(), torch.float32)
+
+    def _passes(self, model, images, idx, augment: bool, keep, dtype) -> torch.Tensor:
         model.eval()
-        preds = []
+        out = []
         for start in range(0, len(idx), self.eval_batch_size):
             x = self.batch(images[idx[start:start + self.eval_batch_size]], augment)
             with self.autocast():
-                preds.append(model(x).argmax(1))
-        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=self.device)
+                out.append(keep(model(x)))
+        if out:
+            return torch.cat(out)
+        return torch.empty((0,) if dtype == torch.long else (0, self.num_classes), dtype=dtype, device=self.device)
 
     def val_score(self, model, images, labels, idx, augment: bool) -> float:
         """Class-balanced accuracy (%) on the noisy validation labels, rounded to 2 decimals (SPEC §3)."""
@@ -184,6 +204,11 @@ def batch_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def sgd(model, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def sgd_of(params, cfg) -> torch.optim.SGD:
+    """SGD over `params` with a config's lr, momentum and weight decay."""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def lr_at(epoch: int, lr: float, milestones, gamma: float) -> float:

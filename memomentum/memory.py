@@ -63,9 +63,11 @@ class MemoryFeed:
         d = self.data
         return len(d.train_idx), len(d.val_idx), len(d.test_labels)
 
-    def train_epoch(self, model, optimizer, idx: torch.Tensor, weight=None) -> Tuple[float, float]:
-        """One epoch over training examples `idx` with their noisy labels, in a fresh random order."""
-        return self.engine.train_epoch(model, optimizer, self.data.images, self.data.noisy_labels, idx, weight)
+    def train_epoch(self, model, optimizer, idx: torch.Tensor, weight=None, **options) -> Tuple[float, float]:
+        """One epoch over training examples `idx` with their noisy labels, in a fresh random order (`options`:
+        Engine.train_epoch's drop_last, batch_size, loss_fn, before_step)."""
+        return self.engine.train_epoch(model, optimizer, self.data.images, self.data.noisy_labels, idx, weight,
+                                       **options)
 
     def batches(self, idx: torch.Tensor, drop_last: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(inputs, noisy labels, example indices) of one epoch over `idx`, shuffled and augmented."""
@@ -74,6 +76,10 @@ class MemoryFeed:
     def predict(self, model, idx: torch.Tensor, augment: bool) -> torch.Tensor:
         """argmax predictions for training-set examples `idx`, in idx order."""
         return self.engine.predict(model, self.data.images, idx, augment)
+
+    def logits(self, model, idx: torch.Tensor, augment: bool) -> torch.Tensor:
+        """float32 logits (len(idx), C) for training-set examples `idx`, in idx order (eval mode)."""
+        return self.engine.logits(model, self.data.images, idx, augment)
 
     def val_score(self, model) -> float:
         """Class-balanced accuracy (%) on the NOISY validation labels (SPEC §3)."""

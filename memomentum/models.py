@@ -109,6 +109,13 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
 }
 
+# The "deep head" and the "last layer" of each network by module name, for methods that re-initialise them (PES,
+# SPEC §8.4: layer4 + linear, then linear, of the CIFAR ResNets). The fully connected layers of the small networks
+# are the project's choice (P), as no reference re-initialises them.
+HEADS = {"resnet18": (("layer4", "linear"), ("linear",)), "resnet34": (("layer4", "linear"), ("linear",)),
+         "resnet50": (("layer4", "fc"), ("fc",)), "lenet": (("fc1", "fc2", "fc3"), ("fc3",)),
+         "digitsnet": (("fc1", "fc2"), ("fc2",))}
+
 # Input shape (C, H, W) each network is built for; used by the registry-driven tests and benchmarks.
 INPUT_SHAPES = {"lenet": (1, 28, 28), "digitsnet": (1, 8, 8), "resnet18": (3, 32, 32),
                 "resnet34": (3, 32, 32), "resnet50": (3, 64, 64)}

@@ -46,8 +46,8 @@ EPOCH: Tuple[Column, ...] = (
     Column("best_val_score", "float64", "the trial's best validation score so far (%)", tag="val/best"),
     Column("best_test_acc", "float64", "the test accuracy at that score (%)", tag="test/acc_at_best_val"),
     Column("seconds", "float64", "training seconds of the trial so far"),
-    Column("epoch_test_acc", "float64", "test accuracy of the live model(s) in a round's last 10 epochs (%), else null",
-           tag="test/acc_last_epochs"),
+    Column("epoch_test_acc", "float64", "test accuracy of the live model(s) at this epoch (%; two networks: their "
+           "mean); diagnostic, never used for a decision", tag="test/acc_epoch"),
 )
 
 ROUND: Tuple[Column, ...] = (
@@ -79,6 +79,9 @@ RESULT: Tuple[Column, ...] = (
            label="last epoch"),
     Column("last10_test_acc", "float64", "test accuracy, last 10 epochs (%)", tag="hparams/last10_test_acc",
            label="last 10"),
+    Column("best_test_acc", "float64", "best test accuracy over all epochs (%): selected on the TEST set, optimistic "
+           "(what SFT, PES-semi and the CIFAR-N leaderboard print)", tag="hparams/best_test_acc",
+           label="best test (optimistic)"),
     Column("best_val_score", "float64", "best noisy-validation score (%)", tag="hparams/best_val_score",
            label="best val"),
     Column("best_stage", "string", "the stage whose epoch set the reported test accuracy (null: none did)"),
@@ -100,9 +103,14 @@ RESULT: Tuple[Column, ...] = (
     Column("method_version", "int64", "the method's version in the registry (raised when what it computes changes)"),
 )
 
+# an epoch field several methods that select examples declare (Method.columns), with one meaning
+KEPT_PRECISION = Column("kept_precision", "float64", "share of correctly labelled examples among those the epoch "
+                        "trained on (%, from clean labels: a diagnostic, never used for a decision; two networks: "
+                        "the mean of their selections)", tag="train/kept_precision")
+
 # fields of the result record that are not columns of trials.parquet: the trial's round records (they have their
 # own table) and the epochs at which a checkpoint of another device restarted the random stream (in trial.json)
 RESULT_ONLY = ("rounds", "generator_reseeded_at")
 NOT_FIELDS = ("kind", "resumable")  # bookkeeping keys of every record, never stored as columns
 
-__all__ = ["Column", "ARROW_TYPES", "KINDS", "EPOCH", "ROUND", "RESULT", "RESULT_ONLY", "NOT_FIELDS"]
+__all__ = ["Column", "ARROW_TYPES", "KINDS", "EPOCH", "ROUND", "RESULT", "RESULT_ONLY", "NOT_FIELDS", "KEPT_PRECISION"]

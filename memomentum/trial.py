@@ -40,6 +40,7 @@ from memomentum.data import DATASETS
 from memomentum.engine import Engine, resolve_device, sgd, state_copy
 from memomentum.errors import ConfigError
 from memomentum.models import create_model, load_backbone, load_pretrained
+from memomentum.noise import NOISE_TYPES
 from memomentum.progress import fmt
 from memomentum.version import code_version
 
@@ -71,9 +72,16 @@ class LoopState:
     optimizer: Optional[dict] = None
     rounds: List[dict] = field(default_factory=list)
     late: List[float] = field(default_factory=list)  # test accuracies over the current round's last LAST_K epochs
+    max_test: Optional[float] = None  # the highest test accuracy of any epoch so far (optimistic: selected on test)
     reseeded_at: List[int] = field(default_factory=list)  # epochs (step) where a checkpoint of another device
     #                                                      was continued with a re-seeded random stream
     version: int = STATE_VERSION
+
+
+def assumed_noise_rate(noise_type: str, noise_rate: float, realized: Optional[float]) -> float:
+    """The noise rate a method that takes it as a setting assumes (a forget rate, CDR's tau, SELFIE's epsilon):
+    the configured rate of synthetic noise; for labels noisy as given (CIFAR-N), the label set's realised rate."""
+    return noise_rate if noise_type in NOISE_TYPES or realized is None else realized
 
 
 def derive_seed(seed: int, purpose: int) -> int:
@@ -149,20 +157,32 @@ class Trial:
     def _end_epoch(self, score: float, improved: bool, test_acc: Optional[float], *, length: int, stop: bool = False,
                    late: bool = True, **values) -> Generator[dict, None, bool]:
         """The bookkeeping of the epoch just trained and scored: count it, keep the round's best score, take the
-        test accuracy of the live networks in the last LAST_K epochs of a round of `length` epochs (`late`: the
-        length is known in advance), and yield the epoch's record and, when the round ends (after `length`
-        epochs, or `stop`), the round's record. Returns whether the round ended:
+        test accuracy of the live networks (kept for the last LAST_K epochs of a round of `length` epochs,
+        `late`: the length is known in advance; its maximum is the optimistic `best_test_acc`), and yield the
+        epoch's record and, when the round ends (after `length` epochs, or `stop`), the round's record. Returns
+        whether the round ended:
 
             over = yield from self._end_epoch(score, improved, test_acc, length=E, lr=lr, ...)"""
         s = self.s
         s.epoch += 1
         s.step += 1
         s.round_best = max(s.round_best, score)
-        measured = self._late_test(length, *self._models, measured=test_acc) if late else None
+        measured = self._epoch_test(test_acc)
+        s.max_test = measured if s.max_test is None else max(s.max_test, measured)
+        if late and s.epoch > length - LAST_K:
+            s.late.append(measured)
         over = stop or s.epoch >= length
         yield from self._epoch_records(over, **values, val_score=score, improved=improved, test_acc=test_acc,
                                        epoch_test_acc=measured)
         return over
+
+    def _epoch_test(self, measured: Optional[float]) -> float:
+        """The test accuracy of the live network(s) at this epoch (two networks: their mean): for the rounds'
+        last-epoch figures and the optimistic `best_test_acc`; never used for a decision. `measured`: the one
+        live network's accuracy already taken this epoch (not measured twice)."""
+        if measured is not None and len(self._models) == 1:
+            return measured
+        return sum(self.feed.test_accuracy(m) for m in self._models) / len(self._models)
 
     def _epoch_records(self, round_over: bool, **values) -> Iterator[dict]:
         """The record of the epoch just trained and, when it ends its round, the round's record."""
@@ -236,19 +256,6 @@ class Trial:
         s.late = []
         return record
 
-    def _late_test(self, round_epochs: int, *models, measured: Optional[float] = None) -> Optional[float]:
-        """In the last LAST_K epochs of a round of known length `round_epochs` (call after counting the
-        epoch): the test accuracy of the live model(s), their mean for two networks, kept for the round's
-        `last_test_acc` / `last10_test_acc`. None elsewhere (nothing measured). `measured`: the accuracy
-        of the one live model, already taken this epoch (not measured twice)."""
-        s = self.s
-        if s.epoch <= round_epochs - LAST_K:
-            return None
-        acc = measured if measured is not None and len(models) == 1 else \
-            sum(self.feed.test_accuracy(m) for m in models) / len(models)
-        s.late.append(acc)
-        return acc
-
     def _tick(self) -> None:
         start, base = self._clock
         self.s.elapsed = base + time.perf_counter() - start
@@ -285,13 +292,21 @@ class Trial:
             out["hard_precision"] = _pct(int(chosen_right[hard].sum()), int(chosen_known[hard].sum()))
         return out
 
+    def clean_share(self, idx: torch.Tensor) -> Optional[float]:
+        """Share (%) of correctly labelled examples among training examples `idx` whose clean label is known
+        (a diagnostic from clean labels, never used for a decision); None if none is known."""
+        d = self.data
+        clean = d.clean_labels[idx]
+        known = clean >= 0
+        return _pct(int(((d.noisy_labels[idx] == clean) & known).sum()), int(known.sum()))
+
     def result(self) -> dict:
         cfg, s, d = self.cfg, self.s, self.data
         last = s.rounds[-1] if s.rounds else {}
         return {"kind": "result", "dataset": cfg.dataset, "noise_type": cfg.noise_type,
                 "noise_rate": cfg.noise_rate, "seed": cfg.seed, "method": cfg.method, "model": cfg.model,
                 "precision_mode": cfg.precision,
-                "test_acc": s.best_test, "last_test_acc": last.get("last_test_acc"),
+                "test_acc": s.best_test, "last_test_acc": last.get("last_test_acc"), "best_test_acc": s.max_test,
                 "last10_test_acc": last.get("last10_test_acc"), "best_val_score": s.best_val, "best_stage": s.best_stage,
                 "realized_noise_rate": d.realized_noise_rate, "epochs": s.step,
                 "seconds": round(s.elapsed, 3), "n_rounds": len(s.rounds),
@@ -306,12 +321,7 @@ class Trial:
     def fresh_model(self, outer: int, purpose: int = 100):
         """A new network whose initial weights depend only on (seed, purpose + outer), whatever ran before;
         ImageNet backbone weights on top where the config asks for them."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.cfg.seed, purpose + outer))
-            model = create_model(self.cfg.model, self.data.info.num_classes, self.feed.in_channels)
-        if self.pretrained is not None:
-            load_backbone(model, self.pretrained, self.cfg.model)
-        model = self.engine.prepare_model(model)
+        model = self.engine.prepare_model(self.initial_weights(purpose + outer))
         if not self.cfg.compile:
             return model
         # compiled once per network slot and trial: a new module every round would recompile each time
@@ -323,6 +333,17 @@ class Trial:
             return model
         compiled.load_state_dict(model.state_dict())
         return compiled
+
+    def initial_weights(self, purpose: int) -> torch.nn.Module:
+        """A network of the trial's architecture on the CPU, its initial weights drawn from a generator seeded by
+        (trial seed, purpose) (the global random state is left as it was); ImageNet backbone weights on top where
+        the config asks for them."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, purpose))
+            model = create_model(self.cfg.model, self.data.info.num_classes, self.feed.in_channels)
+        if self.pretrained is not None:
+            load_backbone(model, self.pretrained, self.cfg.model)
+        return model
 
     # --- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -105,7 +105,7 @@ def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
     measured, guessed = measured_epoch_seconds(), set()
     for cell in grid.cells:
         typical, worst = expected_epochs(cell)
-        networks = METHODS[cell.config.method].networks  # an epoch of two networks costs two
+        networks = METHODS[cell.config.method].cost()  # e.g. an epoch of two networks costs two
         total_epochs += typical
         worst_epochs += worst
         kind = "gpu" if cell.gpu > 0 else "cpu"

@@ -42,7 +42,7 @@ def config_for(name: str, release: str, **extra) -> TrialConfig:
     """A small config of method `name` on a data set it runs on."""
     if METHODS[name].supports(DATASETS["digits"]):
         loops = {k: v for k, v in LOOPS.items() if k in METHODS[name].options.field_types()}
-        return TrialConfig.from_dict({**DIGITS, **loops, "method": name, **extra})
+        return TrialConfig.from_dict({**DIGITS, **loops, **METHODS[name].quick, "method": name, **extra})
     return TrialConfig.from_dict({"dataset": "clothing1m", "data_root": release, **CLOTHING_TINY,
                                   "checkpoint_every": 1, "method": name, **extra})
 

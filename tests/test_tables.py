@@ -122,3 +122,22 @@ def test_mixed_code_versions_and_superseded_method_versions_are_said_and_kept_ap
     md = tables.render_markdown(tables.paper_table(newer), newer)
     assert "Note: 3 finished trial(s) were made by an earlier version of their method" in md
     assert "code versions" not in md  # the table shows one code version's trials: nothing mixed
+
+
+def test_every_row_of_the_reference_table_is_compared_and_the_optimistic_section_stands_apart():
+    from memomentum.methods import METHODS as registry
+
+    published = {m.published for m in registry.values() if m.published}
+    assert {"DMI", "Peer Loss", "Co-teaching", "JoCoR", "SELFIE", "CDR", "Me-Momentum", "PES", "SFT"} <= published
+    rows = [{"dataset": "cifar10", "method": method, "noise_type": "instance", "noise_rate": 0.4, "seed": s,
+             "test_acc": 85.0 + s, "best_test_acc": 88.0 + s} for method in ("pes", "sft", "dmi") for s in (1, 2, 3)]
+    t = trials(rows)
+    table = {r["method"]: r for r in tables.paper_table(t).to_pylist()}
+    assert (table["pes"]["ref_mean"], table["sft"]["ref_mean"], table["dmi"]["ref_mean"]) == (89.73, 89.97, 84.78)
+    assert table["pes"]["verdict"] in ("matches", "above", "below") and table["sft"]["best_mean"] == 90.0
+    md = tables.render_markdown(tables.paper_table(t), t)
+    assert "Optimistic: the best test accuracy" in md and "90.00 ± 1.00" in md
+    assert "PES's published \"sym 40%\" column is the PES paper's symmetric 50% value" in md
+    assert "SFT's published row is its best TEST accuracy" in md
+    only_dmi = trials([r for r in rows if r["method"] == "dmi"])
+    assert "PES's published" not in tables.render_markdown(tables.paper_table(only_dmi), only_dmi)

@@ -9,10 +9,11 @@ TensorBoard and the tests take everything from here.
 from typing import Dict, Optional, Tuple
 
 from memomentum import records
-from memomentum.methods import ce, classwise, coteaching, jocor, memomentum
+from memomentum.methods import cdr, ce, classwise, coteaching, dmi, jocor, memomentum, peer, pes, selfie, sft
 from memomentum.methods.method import Method
 
-METHODS: Dict[str, Method] = {m.METHOD.name: m.METHOD for m in (memomentum, ce, coteaching, jocor, classwise)}
+METHODS: Dict[str, Method] = {m.METHOD.name: m.METHOD for m in (memomentum, ce, coteaching, jocor, cdr, pes, sft, dmi,
+                                                                peer, selfie, classwise)}
 
 
 def columns(kind: str) -> Tuple[records.Column, ...]:

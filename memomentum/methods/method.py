@@ -34,6 +34,9 @@ class Options:
     def check(self) -> None:
         """Raise memomentum.errors.ConfigError for a value out of range."""
 
+    def check_config(self, cfg) -> None:
+        """Raise ConfigError where the options do not fit the trial's shared settings (e.g. its epochs)."""
+
     @classmethod
     def field_types(cls) -> Mapping[str, type]:
         return {f.name: f.type for f in dataclasses.fields(cls)}
@@ -51,10 +54,14 @@ class Method:
     rounds: bool = False  # extracts a new training set round by round (confident-set figures)
     data: Tuple[str, ...] = ("memory",)  # data kinds it runs on: "memory" (tensors), "stream" (files)
     needs_clean_val: bool = False  # selects on a clean validation set (data sets that ship one)
-    networks: int = 1  # networks trained side by side (cost of an epoch, in single-network epochs)
+    networks: int = 1  # networks trained side by side
+    epoch_cost: float = 0.0  # cost of one of its epochs in plain CE epochs, for the dry run (0: `networks`)
     min_epochs: int = 1  # the least epochs_per_stage it can run with
     options: type = Options  # its settings: a frozen Options subclass
     defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # data set or "*" -> official settings
+    provenance: Mapping[str, str] = field(default_factory=dict)  # data set or "*" -> where its settings come from;
+    #                                                             "(P) ..." marks the project's own choices
+    quick: Mapping[str, object] = field(default_factory=dict)  # settings for a run of a few epochs (tests, smoke runs)
     columns: Mapping[str, Tuple[Column, ...]] = field(default_factory=dict)  # record kind -> its extra fields
     version: int = 1  # raised whenever a change alters what the method computes
 
@@ -75,3 +82,7 @@ class Method:
     def epochs(self, cfg) -> Tuple[float, int]:
         """(typical, most) epochs of one trial, for the dry run's cost estimate."""
         return self.trial.expected_epochs(cfg)
+
+    def cost(self) -> float:
+        """One of its epochs in plain cross-entropy epochs (forward + backward of every example = 1)."""
+        return self.epoch_cost or float(self.networks)

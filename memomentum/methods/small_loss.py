@@ -21,9 +21,8 @@ import torch
 
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Options
-from memomentum.noise import NOISE_TYPES
-from memomentum.records import Column
-from memomentum.trial import LoopState, Trial
+from memomentum.records import KEPT_PRECISION, Column
+from memomentum.trial import LoopState, Trial, assumed_noise_rate
 
 MOMENTUM_BETA1 = 0.9  # Adam's beta1 before decay_start ...
 DECAY_BETA1 = 0.1  # ... and from it on
@@ -55,8 +54,7 @@ class SmallLossOptions(Options):
 EPOCH_COLUMNS = (
     Column("forget_rate", "float64", "share of each batch left out this epoch (the ramped forget rate)",
            tag="train/forget_rate"),
-    Column("kept_precision", "float64", "share of correctly labelled examples among those kept (%, clean labels: "
-           "diagnostic), mean of the two networks' selections", tag="train/kept_precision"),
+    KEPT_PRECISION,
     Column("val_score_1", "float64", "network 1's validation score (%)", tag="val/score_net1"),
     Column("val_score_2", "float64", "network 2's validation score (%)", tag="val/score_net2"),
 )
@@ -100,7 +98,7 @@ def resolved_forget_rate(options: SmallLossOptions, noise_type: str, noise_rate:
     which this project does not have); for labels noisy as given (CIFAR-N), the label set's realised rate."""
     if options.forget_rate >= 0:
         return options.forget_rate
-    return noise_rate if noise_type in NOISE_TYPES or realized is None else realized
+    return assumed_noise_rate(noise_type, noise_rate, realized)
 
 
 @dataclass
