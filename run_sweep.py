@@ -65,6 +65,11 @@ def main(argv=None) -> int:
 
 
 def collect(sweep_dir: str, figures: bool = False) -> int:
+    """Rebuild a sweep folder's tables (and figures) and print the paper table. A folder that cannot be written
+    (a colleague's results, an archive, a full disk) still gets its tables printed, with one line saying that its
+    files were not updated."""
+    import errno
+
     from sweeps import layout
     from sweeps.results import Collector
     from sweeps.storage import Storage, StorageError
@@ -74,16 +79,29 @@ def collect(sweep_dir: str, figures: bool = False) -> int:
     if not store.exists(name, layout.TRIALS):
         raise StorageError(f"{sweep_dir} holds no trials/ folder; give the sweep folder <storage>/<grid name>")
     collector = Collector(store, name)
-    tables = collector.write()
+    tables = collector.tables()
     for line in collector.skipped:
         print(f"warning: skipped {line}", file=sys.stderr)
-    print(f"{tables['trials'].num_rows} trials, {tables['rounds'].num_rows} rounds, "
-          f"{tables['epochs'].num_rows} epochs -> {store.uri(name, layout.RESULTS)}")
-    if figures:
-        from sweeps.report import write_report
+    not_written = None
+    try:
+        collector.write(tables)
+        if figures:
+            from sweeps.report import write_report
 
-        print("written: " + ", ".join(write_report(store, name, tables)))
-    print((store.read(name, layout.RESULTS, "paper_table.md") or b"").decode())
+            written = write_report(store, name, tables)
+    except (OSError, StorageError) as exc:
+        read_only = isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        not_written = ("the folder is read-only (or not yours to write)" if read_only else
+                       str(exc) if isinstance(exc, StorageError) else f"{exc.strerror or exc}")
+    print(f"{tables['trials'].num_rows} trials, {tables['rounds'].num_rows} rounds, "
+          f"{tables['epochs'].num_rows} epochs -> {store.uri(name, layout.RESULTS)}"
+          + (" (not updated)" if not_written else ""))
+    if figures and not not_written:
+        print("written: " + ", ".join(written))
+    print(collector.markdown(tables))
+    if not_written:
+        print(f"note: the files under {store.uri(name, layout.RESULTS)} were not updated: {not_written}; the "
+              f"tables above come from its trial files", file=sys.stderr)
     return 0
 
 

@@ -2,21 +2,42 @@
 
 Bytes go to a temporary file beside the target, are flushed and fsynced, and replace the target by
 one rename, after which the folder is fsynced too. A reader (or a crash, or a full disk) therefore
-sees the old file or the new one, never a part of one.
+sees the old file or the new one, never a part of one. The file ends with the permissions the umask
+gives an ordinary new file.
 """
+import errno
 import io
 import os
+import shutil
 import tempfile
 
 import numpy as np
 
 
+def umask() -> int:
+    """The process's file-creation mask: read from /proc/self/status where there is one (Linux), without
+    changing it; elsewhere by setting it and putting it back at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, data: bytes) -> None:
-    """Replace `path` with `data` atomically and durably (creating its folder)."""
+    """Replace `path` with `data` atomically and durably (creating its folder). The file gets the permissions
+    the umask gives any new file (0644 under umask 022), not a temporary file's private 0600, so that tables on
+    shared storage stay readable by others."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -29,6 +50,22 @@ def atomic_write(path: str, data: bytes) -> None:
             pass
         raise
     fsync_dir(folder)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
+
+
+def no_space(path: str, needed: int) -> str:
+    """One line for a write that found no space: where, how much it needed, how much is free."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:  # the nearest folder that exists
+        folder = os.path.dirname(folder)
+    try:
+        free = f"{shutil.disk_usage(folder).free:,} bytes free"
+    except OSError:  # not a local path (an object store)
+        free = "free space unknown"
+    return (f"no space left to write {path} ({needed:,} bytes needed, {free}); free some space or move the storage, "
+            f"then run the same command again: finished results are kept")
 
 
 def fsync_dir(folder: str) -> None:

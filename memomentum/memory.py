@@ -40,7 +40,7 @@ def prepare(cfg, device: torch.device) -> TrialData:
     arrays = data_mod.load(cfg.dataset, cfg.data_root, cfg.download)
     if cfg.noise_type == cifar_n.HUMAN:  # the label file's noisy labels, checked against the CIFAR files
         noisy, _ = cifar_n.read_labels(info.human_noise, data_mod.resolve_root(cfg.data_root), cfg.noise_label,
-                                       arrays.train_labels)
+                                       arrays.train_labels, info.num_classes)
         ns = noise.given_noise_split(noisy, arrays.train_labels, cfg.seed, cfg.train_fraction, cfg.dataset)
     else:
         ns = noise.noisy_split(cfg.dataset, cfg.noise_type, cfg.noise_rate, cfg.seed, cfg.train_fraction,

@@ -8,18 +8,20 @@ storage the lock is created exclusively (O_EXCL); on object stores, where that d
 winner of a race is the one whose token reads back.
 """
 import json
+import math
 import os
 import socket
 import threading
 import time
 import uuid
-from typing import Optional
+from typing import Any, Optional
 
 from sweeps.layout import LOCK_FILE
 from sweeps.storage import Storage
 
-STALE_AFTER = 120.0  # seconds without a heartbeat after which a lock no longer counts
+STALE_AFTER = 120.0  # seconds without a heartbeat after which a lock no longer counts (also the clock-skew grace)
 HEARTBEAT = 15.0  # seconds between the holder's rewrites of the lock
+MAX_PID = 2 ** 22  # Linux's largest process id: a larger one in a lock names no process of this host
 
 
 class LockError(RuntimeError):
@@ -37,26 +39,45 @@ class DriverLock:
 
     # --- the file ---------------------------------------------------------------------------
     def holder(self) -> Optional[dict]:
+        """The lock's holder with every field checked (an impossible one is None), or None without a lock.
+        Unreadable or foreign content is a holder of unknown identity: verified by the file's age alone."""
         raw = self.store.read(self.sweep, LOCK_FILE)
         if raw is None:
             return None
         try:
-            holder = json.loads(raw)
-        except ValueError:
-            holder = None
-        # an unreadable lock counts as held until it is as old as a stale heartbeat
-        return holder if isinstance(holder, dict) else {"heartbeat": self.store.mtime(self.sweep, LOCK_FILE) or 0.0}
+            found = json.loads(raw)
+        except (ValueError, RecursionError):
+            found = None
+        found = found if isinstance(found, dict) else {}
+        pid, beat = found.get("pid"), found.get("heartbeat")
+        return {"host": _text(found.get("host")), "token": _text(found.get("token")),
+                "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                "heartbeat": float(beat) if isinstance(beat, (int, float)) and not isinstance(beat, bool)
+                and math.isfinite(beat) else None}
+
+    def last_seen(self, holder: dict) -> Optional[float]:
+        """When the holder last showed life, on this host's clock: its heartbeat, unless that is missing,
+        impossible or in the future beyond the grace period (a clock that jumped, a copied folder); then the
+        lock file's modification time, under the same test; None when neither can be trusted."""
+        now = time.time()
+        for when in (holder.get("heartbeat"), self.store.mtime(self.sweep, LOCK_FILE)):
+            if when is not None and math.isfinite(when) and when <= now + self.stale_after:
+                return min(when, now)
+        return None
 
     def stale(self, holder: dict) -> bool:
-        if holder.get("host") == self.me["host"] and isinstance(holder.get("pid"), int):
+        pid = holder.get("pid")
+        if holder.get("host") == self.me["host"] and pid is not None:
+            if not 0 < pid <= MAX_PID:
+                return True  # no process of this host can have that id: its driver is gone
             try:
-                os.kill(holder["pid"], 0)
+                os.kill(pid, 0)
             except ProcessLookupError:
                 return True  # its driver is gone
             except OSError:
                 pass  # alive, but not ours to signal
-        beat = holder.get("heartbeat")
-        return not isinstance(beat, (int, float)) or time.time() - beat > self.stale_after
+        seen = self.last_seen(holder)
+        return seen is None or time.time() - seen > self.stale_after
 
     def _create(self) -> bool:
         data = json.dumps(self.me).encode()
@@ -123,9 +144,16 @@ class DriverLock:
             pass
 
     def _busy(self, holder: dict) -> str:
-        who = f"pid {holder.get('pid', '?')} on {holder.get('host', 'an unknown host')}"
-        beat = holder.get("heartbeat")
-        seen = f", last seen {time.time() - beat:.0f} s ago" if isinstance(beat, (int, float)) else ""
-        return (f"sweep '{self.sweep}' in {self.store.uri(self.sweep)} is being run by another driver ({who}{seen}); "
+        pid = holder.get("pid")
+        who = f"pid {pid if pid is not None else '?'} on {holder.get('host') or 'an unknown host'}"
+        seen = self.last_seen(holder)
+        ago = f", last seen {time.time() - seen:.0f} s ago" if seen is not None else ""
+        return (f"sweep '{self.sweep}' in {self.store.uri(self.sweep)} is being run by another driver ({who}{ago}); "
                 f"wait for it to finish or stop it, then run again (a lock whose driver died expires "
-                f"{self.stale_after:.0f} s after its last heartbeat)")
+                f"{self.stale_after:.0f} s after its last heartbeat; if no driver runs this sweep, delete "
+                f"{self.store.uri(self.sweep, LOCK_FILE)})")
+
+
+def _text(value: Any) -> Optional[str]:
+    """A lock field that must be a short string, or None."""
+    return value[:200] if isinstance(value, str) else None

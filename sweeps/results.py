@@ -102,17 +102,20 @@ class Collector:
         out["paper_table"] = tables.paper_table(out["trials"])
         return out
 
-    def write(self) -> Dict[str, pa.Table]:
-        """Rebuild every results file; returns the tables. All files are serialised before the first
-        one is replaced, and each replacement is one rename."""
-        t = self.tables()
+    def markdown(self, t: Dict[str, pa.Table]) -> str:
+        """paper_table.md of the tables `t`."""
+        return tables.render_markdown(t["paper_table"], t["trials"], title=f"Sweep `{self.sweep}`")
+
+    def write(self, t: Optional[Dict[str, pa.Table]] = None) -> Dict[str, pa.Table]:
+        """Rebuild every results file (from the tables `t`, or collected now); returns the tables. All files are
+        serialised before the first one is replaced, and each replacement is one rename."""
+        t = t if t is not None else self.tables()
         files = {}
         for name in ("trials", "rounds", "epochs", "paper_table"):
             buf = io.BytesIO()
             pq.write_table(t[name], buf)
             files[f"{name}.parquet"] = buf.getvalue()
-        markdown = tables.render_markdown(t["paper_table"], t["trials"], title=f"Sweep `{self.sweep}`")
-        files["paper_table.md"] = markdown.encode()
+        files["paper_table.md"] = self.markdown(t).encode()
         for name, data in files.items():
             self.store.write_atomic(data, self.sweep, layout.RESULTS, name)
         return t

@@ -50,7 +50,8 @@ def preflight(grid: Grid, address: Optional[str] = None, out: Callable[[str], No
                 check_split(n, cell.config.train_fraction, dataset)
         for label in sorted({c.config.noise_label for c in grid.cells
                              if c.config.dataset == dataset and c.config.noise_type == HUMAN}):
-            read_labels(DATASETS[dataset].human_noise, resolve_root(grid.data_root), label, arrays.train_labels)
+            read_labels(DATASETS[dataset].human_noise, resolve_root(grid.data_root), label, arrays.train_labels,
+                        DATASETS[dataset].num_classes)
     if not address:
         check_local_gpus(grid.cells)
     store = Storage(grid.storage)
@@ -413,10 +414,14 @@ def collect_callback(collector: Collector, specs: dict):
                 print(f"warning: could not record the failure of {key}: {exc}", file=sys.stderr)
             self._collect()
 
+        said = set()  # each distinct failure is said once (a full disk would otherwise repeat at every trial end)
+
         def _collect(self):
             try:
                 collector.write()
             except Exception as exc:  # never let table writing take the sweep down
-                print(f"warning: could not update the result tables: {exc}", file=sys.stderr)
+                if str(exc) not in self.said:
+                    self.said.add(str(exc))
+                    print(f"warning: could not update the result tables: {exc}", file=sys.stderr)
 
     return CollectOnTrialEnd()

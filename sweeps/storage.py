@@ -7,9 +7,12 @@ import os
 import uuid
 from typing import List, Optional
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
-from memomentum.atomic import atomic_write
+from memomentum.atomic import NO_SPACE, atomic_write, no_space
+
+SCHEMES = "a path (an NFS path on clusters), or an s3://, gs:// or hdfs:// URI"
 
 
 class StorageError(RuntimeError):
@@ -20,7 +23,14 @@ class Storage:
     def __init__(self, location: str):
         self.location = location
         if "://" in location:
-            self.fs, self.root = pafs.FileSystem.from_uri(location)
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(location)
+            except (pa.ArrowInvalid, ValueError, OSError) as exc:
+                if "nrecognized" in str(exc):
+                    raise StorageError(f"storage {location}: unknown scheme {location.split('://', 1)[0]!r}; use "
+                                       f"{SCHEMES}") from None
+                raise StorageError(f"storage {location} cannot be opened ({str(exc).splitlines()[0][:120]}); check "
+                                   f"the URI, the network and the credentials") from None
             self.local_root: Optional[str] = None
         else:
             self.root = os.path.abspath(os.path.expanduser(location))
@@ -71,6 +81,15 @@ class Storage:
 
     # --- writing ----------------------------------------------------------------------------
     def write_atomic(self, data: bytes, *parts: str) -> None:
+        """Replace the file `parts` with `data` in one step; StorageError in one line when there is no space."""
+        try:
+            self._write_atomic(data, *parts)
+        except OSError as exc:
+            if exc.errno in NO_SPACE or "No space left" in str(exc):
+                raise StorageError(no_space(self.uri(*parts), len(data))) from None
+            raise
+
+    def _write_atomic(self, data: bytes, *parts: str) -> None:
         if self.local_root is not None:  # local / NFS: fsynced before and after the rename
             atomic_write(self.local(*parts), data)
             return

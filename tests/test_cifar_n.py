@@ -132,12 +132,12 @@ def test_a_damaged_or_missing_label_file_is_refused_in_one_line(tmp_path):
     os.makedirs(tmp_path / cifar_n.FOLDER)
     target = tmp_path / cifar_n.FOLDER / spec.file
     with pytest.raises(DataError, match="CIFAR-N label file .* is missing"):
-        cifar_n.read_labels(spec, str(tmp_path), "worst", labels)
+        cifar_n.read_labels(spec, str(tmp_path), "worst", labels, 10)
     data = open(path, "rb").read()
     for damaged in (data[: len(data) // 2], b"", b"PK\x03\x04junk"):
         target.write_bytes(damaged)
         with pytest.raises(DataError, match="is not a readable CIFAR-N label file") as err:
-            cifar_n.read_labels(spec, str(tmp_path), "worst", labels)
+            cifar_n.read_labels(spec, str(tmp_path), "worst", labels, 10)
         assert "\n" not in str(err.value) and len(str(err.value)) < 400
 
 
@@ -153,7 +153,8 @@ def test_a_label_file_that_would_run_code_is_refused_unrun(tmp_path):
     os.makedirs(target.parent)
     torch.save({"clean_label": Evil()}, str(target))
     with pytest.raises(DataError, match="is not a readable CIFAR-N label file"):
-        cifar_n.read_labels(DATASETS["cifar10"].human_noise, str(tmp_path), "worst", torch.zeros(5, dtype=torch.long))
+        cifar_n.read_labels(DATASETS["cifar10"].human_noise, str(tmp_path), "worst", torch.zeros(5, dtype=torch.long),
+                            10)
     assert not marker.exists()
 
 
@@ -202,3 +203,64 @@ def test_tables_use_the_label_set_and_the_published_cifar_n_numbers():
     assert by[("memomentum", "aggre")]["ref_mean"] is None  # no Me-Momentum numbers exist on CIFAR-N
     md = tables.render_markdown(tables.paper_table(pa.Table.from_pylist(rows, schema=TRIALS)))
     assert "human aggre" in md and "human worst" in md
+
+
+def hostile_files():
+    """(name, file content maker, the message fragment expected) for label files a careless or unlucky user may
+    hold; each maker writes the file at the given path."""
+    n = 50000
+    clean = np.arange(n) % 10
+
+    def save(content):
+        return lambda path: torch.save(content, path)
+
+    def zip_bomb(path):  # a few hundred bytes that claim 100 MB unpacked
+        import zipfile
+
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("archive/data.pkl", b"\0" * (100 * 2 ** 20))
+
+    return [
+        ("labels above the classes", save({"clean_label": clean, "worse_label": clean + 5}), "from 5 to 14, outside 0 .. 9"),
+        ("negative labels", save({"clean_label": clean, "worse_label": clean - 1}), "from -1 to 8, outside 0 .. 9"),
+        ("clean labels out of range", save({"clean_label": clean * 2, "worse_label": clean}), "clean_label holds labels from 0 to 18"),
+        ("noisy shorter than clean", save({"clean_label": clean, "worse_label": clean[:100]}), "holds 100 labels in shape"),
+        ("labels as floats", save({"clean_label": clean, "worse_label": clean.astype(np.float32)}),
+         "something other than arrays of whole-number labels"),
+        ("a zip that unpacks to 100 MB", zip_bomb, "unpacks to 104,857,600 bytes"),
+        ("a 9 MB file", lambda path: open(path, "wb").write(b"\0" * 9_000_000), "more than a CIFAR-N label file needs"),
+    ]
+
+
+@pytest.mark.parametrize("name, make, fragment", hostile_files(), ids=[case[0] for case in hostile_files()])
+def test_hostile_label_files_are_refused_in_one_line(tmp_path, name, make, fragment):
+    spec = DATASETS["cifar10"].human_noise
+    os.makedirs(tmp_path / cifar_n.FOLDER)
+    make(str(tmp_path / cifar_n.FOLDER / spec.file))
+    with pytest.raises(DataError) as err:
+        cifar_n.read_labels(spec, str(tmp_path), "worst", torch.from_numpy(np.arange(50000) % 10), 10)
+    assert fragment in str(err.value) and "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
+def test_label_files_pickled_by_numpy_2_load(tmp_path, dtype):
+    """A user who re-saved the file with their own (numpy 2) tools: plain integer arrays load under the same
+    restricted loader, whatever their integer type."""
+    spec = DATASETS["cifar10"].human_noise
+    os.makedirs(tmp_path / cifar_n.FOLDER)
+    clean = (np.arange(50000) % 10).astype(dtype)
+    torch.save({"clean_label": clean, "worse_label": clean[::-1].copy()}, str(tmp_path / cifar_n.FOLDER / spec.file))
+    noisy, _ = cifar_n.read_labels(spec, str(tmp_path), "worst", torch.from_numpy(np.arange(50000) % 10), 10)
+    assert noisy.dtype == np.int64 and np.array_equal(noisy, clean[::-1])
+
+
+def test_a_hostile_label_file_stops_the_cli_in_one_line(tmp_path):
+    write_cifar(str(tmp_path), "cifar10", n_test=4, train_labels=np.arange(50000) % 10)
+    os.makedirs(tmp_path / cifar_n.FOLDER)
+    torch.save({"clean_label": np.arange(50000) % 10, "worse_label": np.arange(50000) % 10 + 3},
+               str(tmp_path / cifar_n.FOLDER / "CIFAR-10_human.pt"))
+    proc = subprocess.run([sys.executable, "-m", "memomentum", "--dataset", "cifar10", "--noise-type", "human",
+                           "--noise-label", "worst", "--data-root", str(tmp_path), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "outside 0 .. 9" in proc.stderr
