@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "else $MEMOMENTUM_DATA, else ./data)")
     p.add_argument("--dry-run", action="store_true", help="print cells, resources and a rough cost; start nothing")
     p.add_argument("--max-concurrent", type=int, help="run at most N trials at once")
+    p.add_argument("--verbose", action="store_true", help="also Tune's progress tables and Ray's and the workers' "
+                                                           "own lines (default: one line per trial event, a status "
+                                                           "line with an ETA)")
+    p.add_argument("--status-every", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between status lines (default 30)")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="rebuild the result tables of <storage>/<name> and exit")
     p.add_argument("--report", metavar="SWEEP_DIR", help="rebuild the tables, figures and report.md of "
                                                          "<storage>/<name> and exit")
@@ -52,13 +57,16 @@ def main(argv=None) -> int:
             raise GridError("give a grid file (e.g. grids/quick.yaml), or --collect / --report SWEEP_DIR")
         if args.max_concurrent is not None and args.max_concurrent < 1:
             raise GridError("--max-concurrent must be at least 1")
+        if not args.status_every > 0:
+            raise GridError("--status-every must be a positive number of seconds")
         grid = load_grid(args.grid, storage=args.storage, data_root=args.data_root)
         from sweeps import runner
 
         if args.dry_run:
             runner.dry_run(grid)
             return 0
-        return runner.run(grid, address=args.address, max_concurrent=args.max_concurrent, wait_s=args.wait_for_nodes)
+        return runner.run(grid, address=args.address, max_concurrent=args.max_concurrent, wait_s=args.wait_for_nodes,
+                          verbose=args.verbose, status_every=args.status_every)
     except (GridError, ConfigError, DataError, StorageError, SweepError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

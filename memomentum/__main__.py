@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 
+from memomentum import selections
 from memomentum.atomic import atomic_write
 from memomentum.config import TrialConfig, parse_assignments
 from memomentum.errors import ConfigError, DataError
@@ -128,6 +129,11 @@ def main(argv=None) -> int:
                 args.log_every and record.get("epoch", 0) % args.log_every == 0):
             guard("a progress line", lambda: log(format_record(record)))
         if args.sweep_dir and record["kind"] == "round":  # a trial stopped later still leaves its rounds so far
+            selection = trial.selection()
+            if selection is not None:
+                guard("the selection file", atomic_write, os.path.join(
+                    args.sweep_dir, "trials", cfg.trial_key(), "selections", selections.file_name(selection["round"])),
+                    selections.encode(selection))
             guard("the trial file so far", write_trial_document, args.sweep_dir,
                   trial_document(trial, records, status="running", **identity))
     code = 0

@@ -99,6 +99,7 @@ class Trial:
     """The shared machinery of every method; subclasses hold only their own loop."""
 
     State = LoopState
+    selects = False  # the method selects training examples: each round's selection is exported (selections.py)
 
     def __init__(self, cfg, data=None, state: Optional[dict] = None, scorer: Optional[Callable] = None):
         """`data`: prepared trial data to share between trials (tests); `scorer(model) -> float`
@@ -121,6 +122,8 @@ class Trial:
         self._models: Tuple[torch.nn.Module, ...] = ()  # the live networks and their optimizers (inside rounds)
         self._optimizers: Tuple[torch.optim.Optimizer, ...] = ()
         self._compiled = {}  # purpose -> the one compiled network of that slot (compile: true)
+        self._kept: Optional[List[torch.Tensor]] = None  # a per-batch selector's kept examples this epoch
+        self._selection: Optional[dict] = None  # the last round's selection, until `selection()` takes it
         self.s = self.initial_state()
         if state is not None:
             self.load_state_dict(state)
@@ -254,7 +257,34 @@ class Trial:
                   "last10_test_acc": sum(s.late) / len(s.late) if s.late else None}
         s.rounds.append({k: v for k, v in record.items() if k != "kind"})
         s.late = []
+        if self.selects:
+            chosen = torch.cat(self._kept) if self._kept is not None else s.confident_idx
+            self._selection = {"round": len(s.rounds) - 1, "outer": s.outer, "inner": s.inner, "step": s.step,
+                               "index": chosen}
+        self._kept = None
         return record
+
+    def _keep(self, idx: torch.Tensor) -> None:
+        """A per-batch selector's batch: the examples it kept (trained on), gathered over the epoch for the round's
+        selection (`selection()`); the method sets `_kept = None` when an epoch starts."""
+        if self._kept is None:
+            self._kept = []
+        self._kept.append(idx)
+
+    def selection(self) -> Optional[dict]:
+        """The examples the round that just ended selected (memomentum.selections): their indices, noisy labels and
+        whether those are clean (-1 unknown); None for a method that does not select, or before a round ends.
+        Taken once: a second call returns None."""
+        picked, self._selection = self._selection, None
+        if picked is None:
+            return None
+        d = self.data
+        idx = torch.unique(picked["index"])  # sorted; a per-batch selector may keep an example twice
+        clean = d.clean_labels[idx]
+        noisy = d.noisy_labels[idx]
+        mark = torch.where(clean < 0, torch.full_like(clean, -1), (noisy == clean).long())
+        return {**{k: picked[k] for k in ("round", "outer", "inner", "step")}, "index": idx.cpu().numpy(),
+                "noisy": noisy.cpu().numpy(), "clean": mark.cpu().numpy()}
 
     def _tick(self) -> None:
         start, base = self._clock
@@ -391,10 +421,10 @@ class Trial:
 
 
 def configure_device(cfg, device: torch.device) -> None:
-    """The process-wide switches a trial's config names: float32 matmul / convolution precision (true fp32
-    unless `matmul_precision: tf32`; torch 2.14 runs cuDNN convolutions in TF32 by default), cuDNN
-    autotuning, determinism, and the trial's share of its GPU's memory (`gpu_memory_fraction`: a trial
-    packed at a fraction of a GPU cannot take the memory of the others)."""
+    """The process-wide switches a trial's config names, each set whatever an earlier trial of the process set:
+    float32 matmul / convolution precision (true fp32 unless `matmul_precision: tf32`; torch 2.14 runs cuDNN
+    convolutions in TF32 by default), cuDNN autotuning, determinism, and the trial's share of its GPU's memory
+    (`gpu_memory_fraction`: a trial packed at a fraction of a GPU cannot take the memory of the others)."""
     precision = "tf32" if cfg.matmul_precision == "tf32" else "ieee"
     torch.backends.cuda.matmul.fp32_precision = precision
     torch.backends.cudnn.conv.fp32_precision = precision
@@ -402,8 +432,10 @@ def configure_device(cfg, device: torch.device) -> None:
         # cuBLAS needs this before its first call to be deterministic; ops without a deterministic kernel
         # warn (PyTorch names them) rather than stop a trial
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
+    # set either way: a sweep's worker process runs one trial after another (reused actors)
+    if torch.are_deterministic_algorithms_enabled() != cfg.deterministic:
+        torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = cfg.deterministic
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.deterministic
         if 0 < cfg.gpu_memory_fraction < 1:

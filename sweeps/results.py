@@ -5,6 +5,8 @@
     <sweep>/results/epochs.parquet       one row per epoch
     <sweep>/results/paper_table.parquet  mean +- std over seeds beside the published numbers
     <sweep>/results/paper_table.md       the same, rendered
+    <sweep>/results/selections.parquet/  the examples each round selected, one row per (trial, round, example):
+                                         a Parquet dataset, one part per trial (memomentum/selections.py)
 
 Works on finished and partial sweeps alike: unfinished trials appear with their status and records
 so far. Each file is replaced by one rename, so a crash while collecting leaves the previous tables.
@@ -15,9 +17,11 @@ import io
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memomentum import selections
 from memomentum.config import stored_config
 from memomentum.errors import clip, short
 from memomentum.methods import columns
@@ -41,6 +45,8 @@ def arrow_fields(kind: str) -> List[Tuple[str, pa.DataType]]:
 TRIALS = pa.schema(CELL + TRIAL_HEAD + arrow_fields("result") + TRIAL_TAIL)
 ROUNDS = pa.schema(CELL + arrow_fields("round"))
 EPOCHS = pa.schema(CELL + arrow_fields("epoch"))
+SELECTIONS = pa.schema(CELL + [(f, pa.int64()) for f in selections.FIELDS]
+                       + [("index", pa.int64()), ("noisy_label", pa.int64()), ("clean", pa.bool_())])
 
 
 class Collector:
@@ -54,6 +60,7 @@ class Collector:
     def __init__(self, store: Storage, sweep: str):
         self.store, self.sweep = store, sweep
         self._cache: Dict[str, tuple] = {}  # key -> (stamps, (doc, tables) or None, reason)
+        self._parts: Dict[str, tuple] = {}  # key -> the stamps of the round files its selections part was made of
         self.skipped: List[str] = []
 
     def _entries(self) -> List[Tuple[dict, Dict[str, pa.Table]]]:
@@ -112,13 +119,54 @@ class Collector:
         t = t if t is not None else self.tables()
         files = {}
         for name in ("trials", "rounds", "epochs", "paper_table"):
-            buf = io.BytesIO()
-            pq.write_table(t[name], buf)
-            files[f"{name}.parquet"] = buf.getvalue()
+            files[f"{name}.parquet"] = _parquet(t[name])
         files["paper_table.md"] = self.markdown(t).encode()
         for name, data in files.items():
             self.store.write_atomic(data, self.sweep, layout.RESULTS, name)
+        self.write_selections()
         return t
+
+    def write_selections(self) -> None:
+        """Bring results/selections.parquet/ up to date: a trial's part is rewritten when its round files changed
+        since the part was made (a part of a trial whose folder is gone is removed). Each part is one rename."""
+        table = (self.sweep, layout.RESULTS, layout.SELECTIONS_TABLE)
+        docs = {doc["key"]: doc for doc in self.trial_docs()}
+        for key, doc in docs.items():
+            files = [n for n in self.store.listdir(self.sweep, *layout.selection_dir(key)) if n.endswith(".npz")]
+            if not files:
+                continue
+            stamps = tuple(self.store.stamp(self.sweep, *layout.selection_file(key, n)) for n in files)
+            part = f"{key}.parquet"
+            if self._parts.get(key) == stamps:
+                continue
+            made = self.store.mtime(*table, part)
+            if key not in self._parts and made is not None and made * 1e9 > max(s[0] for s in stamps if s):
+                self._parts[key] = stamps  # made by an earlier run from these very files
+                continue
+            self.store.write_atomic(_parquet(self._selection_part(doc, files), compression="zstd"), *table, part)
+            self._parts[key] = stamps
+        for part in self.store.listdir(*table):
+            if part.endswith(".parquet") and part[:-len(".parquet")] not in docs:
+                self.store.delete(*table, part)
+                self._parts.pop(part[:-len(".parquet")], None)
+
+    def _selection_part(self, doc: dict, files: List[str]) -> pa.Table:
+        """One trial's selections as rows; a round file that cannot be read (cut short) is left out, said once."""
+        cell, parts = _cell_columns(doc), []
+        for name in files:
+            picked = selections.decode(self.store.read(self.sweep, *layout.selection_file(doc["key"], name)) or b"")
+            if picked is None:
+                self.skipped.append(f"{self.store.uri(self.sweep, *layout.selection_file(doc['key'], name))}: not a "
+                                    f"selection file (cut short?); the trial's next run of that round rewrites it")
+                continue
+            n = len(picked["index"])
+            clean = picked["clean"]
+            parts.append(pa.table(
+                {**{k: pa.array([cell[k]] * n, type=SELECTIONS.field(k).type) for k, _ in CELL},
+                 **{f: pa.array(np.full(n, picked[f], dtype=np.int64)) for f in selections.FIELDS},
+                 "index": pa.array(picked["index"]), "noisy_label": pa.array(picked["noisy"]),
+                 "clean": pa.array(clean == 1, mask=clean < 0)}, schema=SELECTIONS))
+        return pa.concat_tables(parts) if parts else SELECTIONS.empty_table()
 
     def finished_keys(self) -> set:
         return {d["key"] for d in self.trial_docs() if d["status"] == "finished"}
@@ -214,6 +262,12 @@ def _trial_row(doc: dict, cell: dict) -> dict:
             "node_id": doc.get("node_id"), "device": doc.get("device"), "matmul_precision": config.get("matmul_precision"),
             "resumed": bool(doc.get("resumed_from")), "error": doc.get("error"),
             "config_json": json.dumps(config, sort_keys=True)}
+
+
+def _parquet(table: pa.Table, **options) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **options)
+    return buf.getvalue()
 
 
 def _table(rows: List[dict], schema: pa.Schema) -> pa.Table:

@@ -6,10 +6,12 @@ are skipped, unfinished ones resume from their newest checkpoint, and cells adde
 the first time. A cell's key includes its method's version, so raising a version re-runs that
 method's cells (and no other).
 """
+import contextlib
+import logging
 import os
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import yaml
 
@@ -99,6 +101,21 @@ def check_same_grid(store: Storage, grid: Grid, out: Callable[[str], None] = pri
                          f"({', '.join(changed)} differ); give this grid another name, or use another --storage")
 
 
+def cell_seconds(cell: Cell, measured: Optional[dict] = None) -> Tuple[Optional[float], bool]:
+    """(the dry run's estimate of a cell's typical trial seconds, whether it rests on a measured per-epoch figure);
+    None where no figure applies."""
+    measured = measured_epoch_seconds() if measured is None else measured
+    kind = "gpu" if cell.gpu > 0 else "cpu"
+    seconds = measured.get((cell.config.model, kind, cell.config.precision))
+    known = seconds is not None
+    if seconds is None:
+        seconds = ROUGH_EPOCH_SECONDS.get((cell.config.model, kind))
+    if seconds is None:
+        return None, False
+    typical, _ = expected_epochs(cell)
+    return typical * METHODS[cell.config.method].cost() * seconds, known  # e.g. an epoch of two networks costs two
+
+
 def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
     out(f"grid {grid.name} ({grid.source}): {len(grid.cells)} cells -> storage {Storage(grid.storage).uri(grid.name)}")
     out(f"{'trial':44s} {'cpu':>5s} {'gpu':>5s}  {'epochs (typical / max)':>24s}")
@@ -106,17 +123,14 @@ def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
     measured, guessed = measured_epoch_seconds(), set()
     for cell in grid.cells:
         typical, worst = expected_epochs(cell)
-        networks = METHODS[cell.config.method].cost()  # e.g. an epoch of two networks costs two
         total_epochs += typical
         worst_epochs += worst
         kind = "gpu" if cell.gpu > 0 else "cpu"
-        what = (cell.config.model, kind, cell.config.precision)
-        seconds = measured.get(what)
-        if seconds is None:
-            seconds = ROUGH_EPOCH_SECONDS.get((cell.config.model, kind))
-            guessed.add("/".join(what))
+        seconds, known = cell_seconds(cell, measured)
+        if not known:
+            guessed.add("/".join((cell.config.model, kind, cell.config.precision)))
         if seconds is not None:
-            total_cost[kind] += typical * networks * seconds * (cell.gpu if kind == "gpu" else cell.cpu)
+            total_cost[kind] += seconds * (cell.gpu if kind == "gpu" else cell.cpu)
         out(f"{cell.name:44s} {cell.cpu:5g} {cell.gpu:5g}  {typical:>11.0f} / {worst:<11d}")
     cpus = sum(c.cpu for c in grid.cells)
     gpus = sum(c.gpu for c in grid.cells)
@@ -187,9 +201,12 @@ def expected_epochs(cell: Cell):
 
 
 def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int] = None,
-        out: Callable[[str], None] = print, wait_s: float = 900) -> int:
+        out: Callable[[str], None] = print, wait_s: float = 900, verbose: bool = False,
+        status_every: float = 30.0) -> int:
     """Run (or continue) the sweep; returns the exit code (0: every cell finished). Without `address`,
-    RAY_ADDRESS (set for drivers that `ray job submit` starts) names the cluster, else Ray starts here."""
+    RAY_ADDRESS (set for drivers that `ray job submit` starts) names the cluster, else Ray starts here.
+    The terminal gets one line per trial event and a status line with an ETA every `status_every` seconds
+    (sweeps/terminal.py); `verbose`: Tune's own tables and Ray's and the workers' own lines besides."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     store = preflight(grid, address, out)
     with DriverLock(store, grid.name):  # a second driver on this sweep refuses here, before any write
@@ -200,7 +217,7 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
         out(f"sweep {grid.name}: {len(grid.cells)} cells, {len(grid.cells) - len(todo)} already finished, "
             f"{len(todo)} to run; storage {store.uri(grid.name)}")
         if todo:
-            connect(address)
+            connect(address, verbose)
             wait_for_resources(todo, wait_s if address else 0, out)
         store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, layout.GRID_FILE)
         try:
@@ -208,7 +225,7 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
         except Exception as exc:  # reporting only: never stops a sweep
             out(f"warning: the TensorBoard HParams experiment could not be written ({type(exc).__name__}: {exc})")
         if todo:
-            _tune(grid, store, todo, collector, max_concurrent)
+            _tune(grid, store, todo, collector, max_concurrent, verbose, status_every, out)
         tables = collector.write()
     try:
         from sweeps.report import write_report
@@ -252,35 +269,47 @@ def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Calla
             f"run the same command again to continue them")
     if failed or unfinished:
         return 1
-    out((store.read(grid.name, layout.RESULTS, "paper_table.md") or b"").decode())
+    out(paper.render_markdown(tables["paper_table"], tables["trials"], title=f"Sweep `{grid.name}`", brief=True))
+    out(f"(the last-epoch, optimistic and published tables, and every note: "
+        f"{store.uri(grid.name, layout.RESULTS, 'paper_table.md')})")
     return 0
 
 
-def connect(address: Optional[str]) -> None:
+def connect(address: Optional[str], verbose: bool = False) -> None:
     """Join the cluster at `address`, or start a private Ray instance on this machine (never a stale
-    or foreign one that `ray start` left registered); nothing if already connected."""
+    or foreign one that `ray start` left registered); nothing if already connected. Ray's own start-up
+    lines only with `verbose`."""
     import ray
 
     if not ray.is_initialized():
+        quiet = {} if verbose else {"logging_level": logging.ERROR}
         if address:
-            ray.init(address=address, **ray_init_kwargs())
+            ray.init(address=address, **quiet, **ray_init_kwargs())
         else:
-            ray.init(address="local", include_dashboard=False, **ray_init_kwargs())
+            ray.init(address="local", include_dashboard=False, **quiet, **ray_init_kwargs())
 
 
-def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, max_concurrent):
+def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, max_concurrent,
+          verbose: bool = False, status_every: float = 30.0, out: Callable[[str], None] = print):
     # Tune's CSV and TensorBoard loggers would duplicate what the trainable writes; its JSON
     # logger stays (result.json per trial) so that Tune's own result analysis works.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from sweeps.terminal import Progress, progress_callback
     from sweeps.trainable import train_cell
 
+    if not verbose:  # e.g. Tune's "experiment state snapshotting ... may become a bottleneck" (the lines
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)  # below and the ETA say how it goes)
     run_id = time.strftime("run-%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
     specs = {}
     for cell in todo:
-        specs[cell.key] = {**cell.to_dict(), "resume_from": checkpoints_of(store, grid.name, cell.key)}
+        specs[cell.key] = {**cell.to_dict(), "resume_from": checkpoints_of(store, grid.name, cell.key),
+                           "verbose": verbose}
+    progress = Progress({c.key: {"name": c.name, "work": cell_seconds(c)[0], "epochs": expected_epochs(c)[0],
+                                 "rounds": METHODS[c.config.method].rounds} for c in todo},
+                        slots=concurrent_slots(todo, max_concurrent), out=out, every=status_every)
 
     def resources(config):
         spec = specs[config["cell"]]
@@ -295,7 +324,7 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources=resources),
         param_space={"cell": tune.grid_search(list(specs))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True,
                                     trial_name_creator=lambda t: specs[t.config["cell"]]["name"],
                                     trial_dirname_creator=lambda t: t.config["cell"]),
         run_config=tune.RunConfig(name=run_id, storage_path=store.uri(grid.name, layout.TUNE),
@@ -303,8 +332,42 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   # cloud storage: the trials' TensorBoard folders travel as artifacts
                                   sync_config=tune.SyncConfig(sync_artifacts=store.local_root is None),
-                                  callbacks=[JsonLoggerCallback(), collect_callback(collector, specs)], verbose=1))
-    tuner.fit()
+                                  callbacks=[JsonLoggerCallback(), collect_callback(collector, specs),
+                                             progress_callback(progress)],
+                                  verbose=1 if verbose else 0))
+    out(f"[00:00] {progress.status()}")
+    # Tune's new output engine prints an experiment box even at verbose 0; its legacy engine prints nothing there
+    quiet = {} if verbose else {"RAY_AIR_NEW_OUTPUT": "0"}
+    with _environ(quiet):
+        tuner.fit()
+
+
+@contextlib.contextmanager
+def _environ(values: dict):
+    """Set environment variables for the duration of the block, then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def concurrent_slots(cells: List[Cell], max_concurrent: Optional[int]) -> int:
+    """How many of `cells` can run at once on the connected cluster (for the ETA)."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpu = max((c.cpu for c in cells), default=1.0)
+    gpu = max((c.gpu for c in cells), default=0.0)
+    slots = int(have.get("CPU", 1) // cpu) if cpu else len(cells)
+    if gpu:
+        slots = min(slots, int(have.get("GPU", 0) // gpu))
+    return max(1, min(slots, max_concurrent or slots, len(cells)))
 
 
 def ray_init_kwargs() -> dict:
@@ -387,25 +450,20 @@ def collect_callback(collector: Collector, specs: dict):
     from ray import tune
 
     from memomentum.progress import dumps
+    from sweeps.terminal import last_error_line
 
     class CollectOnTrialEnd(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
             try:  # an error an earlier attempt left behind no longer applies
-                collector.store.fs.delete_file(collector.store.path(collector.sweep,
-                                                                    *layout.error_file(trial.config["cell"])))
+                collector.store.delete(collector.sweep, *layout.error_file(trial.config["cell"]))
             except OSError:
                 pass
             self._collect()
 
         def on_trial_error(self, iteration, trials, trial, **info):
             key = trial.config["cell"]
-            message = "the trial failed after its retries; see its log in the Ray output"
-            error_file = getattr(trial, "error_file", None)
+            message = last_error_line(trial, "the trial failed after its retries; see its log in the Ray output", 500)
             try:
-                if error_file and os.path.isfile(error_file):
-                    with open(error_file, errors="replace") as fh:
-                        lines = [line for line in fh.read().strip().splitlines() if line.strip()]
-                    message = lines[-1][:500] if lines else message
                 spec = specs.get(key, {})
                 cell = {k: spec.get(k) for k in ("key", "name", "trial", "cpu", "gpu")}
                 collector.store.write_atomic(dumps({"error": message, "cell": cell}).encode(), collector.sweep,

@@ -108,6 +108,13 @@ class Storage:
                 pass
             raise
 
+    def delete(self, *parts: str) -> None:
+        """Remove the file `parts` (nothing if it is not there)."""
+        try:
+            self.fs.delete_file(self.path(*parts))
+        except FileNotFoundError:
+            pass
+
     def check_writable(self, *parts: str) -> None:
         """Raise StorageError unless a file can be created (and removed) under `parts`."""
         probe = (*parts, f".write-probe-{uuid.uuid4().hex[:8]}")

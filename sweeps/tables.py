@@ -74,10 +74,18 @@ PUBLISHED.update({
        (("aggre", 91.20), ("random1", 90.33), ("random2", 90.30), ("random3", 90.15), ("worst", 83.83))},
     ("Co-teaching", "cifar100", HUMAN, "noisy"): (60.37, None)})
 
+# which test accuracy is which (trials.parquet's column names in brackets), said once under the main table
+ACCURACIES = ("Which accuracy is which: the main table's is the test accuracy of the epoch with the best noisy-"
+              "validation score (test_acc; the paper's model selection, no clean label used); \"last\" is the "
+              "last epoch's (last_test_acc); \"last 10\" the mean over the last 10 epochs (last10_test_acc, "
+              "JoCoR's report); \"optimistic\" the best test accuracy of any epoch (best_test_acc), selected on "
+              "the test set.")
+
 PAPER_TABLE = pa.schema([
     ("dataset", pa.string()), ("method", pa.string()), ("variant", pa.string()),
     ("noise_type", pa.string()), ("noise_rate", pa.float64()), ("noise_label", pa.string()),
     ("n", pa.int64()), ("seeds", pa.list_(pa.int64())),
+    ("realized_noise_rate", pa.float64()),  # the share of wrong training labels, mean over the seeds (None: unknown)
     ("mean", pa.float64()), ("std", pa.float64()),  # test_acc: at the best noisy-validation score
     ("last_mean", pa.float64()), ("last_std", pa.float64()), ("last_n", pa.int64()),  # last epoch
     ("last10_mean", pa.float64()), ("last10_std", pa.float64()), ("last10_n", pa.int64()),  # last 10 epochs
@@ -122,6 +130,7 @@ def paper_table(trials: pa.Table) -> pa.Table:
         p_value = welch_p(mean, std, n, *ref) if ref else None
         out.append({"dataset": dataset, "method": method, "variant": mode, "noise_type": kind,
                     "noise_rate": rate, "noise_label": label, "n": n, "seeds": sorted(r["seed"] for r in rows),
+                    "realized_noise_rate": _mean_known([r.get("realized_noise_rate") for r in rows]),
                     "mean": mean, "std": std, "last_mean": last, "last_std": last_std, "last_n": last_n,
                     "last10_mean": last10, "last10_std": last10_std, "last10_n": last10_n,
                     "best_mean": best, "best_std": best_std, "best_n": best_n,
@@ -129,6 +138,11 @@ def paper_table(trials: pa.Table) -> pa.Table:
                     "delta": mean - ref[0] if ref else None, "p_value": p_value,
                     "verdict": verdict(p_value, mean - ref[0]) if ref and p_value is not None else None})
     return pa.Table.from_pylist(out, schema=PAPER_TABLE)
+
+
+def _mean_known(values) -> Optional[float]:
+    """The mean, or None when any value is unknown."""
+    return sum(values) / len(values) if values and all(v is not None for v in values) else None
 
 
 def mean_std(values) -> Tuple[Optional[float], Optional[float], int]:
@@ -245,7 +259,11 @@ def _fmt(mean: Optional[float], std: Optional[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: str = "Results") -> str:
+def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: str = "Results",
+                    brief: bool = False) -> str:
+    """paper_table.md: the main table (test accuracy at the best noisy-validation score), the last-epoch table,
+    the optimistic best-test table, notes and the published rows. `brief`: the main table and its notes only
+    (what a sweep prints at its end)."""
     rows = table.to_pylist()
     lines = [f"# {title}", ""]
     if trials is not None:
@@ -264,6 +282,10 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     lines += ["Test accuracy (%) at the best noisy-validation score. Each cell: ours, mean ± std over seeds "
               "(n seeds) / published / ours − published / verdict; n/a where nothing is published.", LEGEND, ""]
     lines += header + _rows(by_row, columns, _main_cell)
+    if brief:
+        return "\n".join(lines) + "\n"
+    lines += ["", ACCURACIES, ""]
+    lines += _seeds_and_noise(rows, columns)
     lines += ["", "Test accuracy (%) at the last epoch / mean over the last 10 epochs (mean ± std over seeds; for "
                   "two-network methods both networks' mean; for Me-Momentum the epochs of its final round):", ""]
     lines += header + _rows(by_row, columns, _last_cell)
@@ -293,10 +315,47 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     return "\n".join(lines) + "\n"
 
 
+def _seeds_and_noise(rows: List[dict], columns: List[tuple]) -> List[str]:
+    """Per data set and column: the realised noise rate beside the nominal one (the column) and the seeds the
+    cells average; a method whose seeds differ from its column's is named under the table."""
+    by_setting = defaultdict(list)
+    for r in rows:
+        by_setting[(r["dataset"], setting(r))].append(r)
+    out = ["Realised noise rate (the share of training labels that differ from the clean ones, mean over the seeds; "
+           "the nominal rate is the column's) and the seeds each cell averages:", ""]
+    out += ["| data set | " + " | ".join(column_label(*c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    odd = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        cells = []
+        for c in columns:
+            group = by_setting.get((dataset, c), [])
+            seeds = sorted({s for r in group for s in r["seeds"]})
+            if not seeds:
+                cells.append("–")
+                continue
+            realised = [r["realized_noise_rate"] for r in group if r["realized_noise_rate"] is not None]
+            rate = f"{sum(realised) / len(realised) * 100:.1f}%" if realised else "n/a"
+            cells.append(f"{rate}, seeds {_seed_list(seeds)}")
+            odd += [f"{dataset} {r['method']}{_variant_label(r['variant'])} {column_label(*c)}: seeds "
+                    f"{_seed_list(r['seeds'])}" for r in group if r["seeds"] != seeds]
+        out.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    if odd:
+        out += ["", "Cells with fewer seeds than their column: " + "; ".join(odd) + "."]
+    return out
+
+
+def _variant_label(mode: str) -> str:
+    return f" [{mode}]" if mode else ""
+
+
+def _seed_list(seeds: List[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
 def _rows(by_row, columns, cell) -> List[str]:
     out = []
     for (dataset, method, mode), cells in by_row.items():
-        label = f"{method} [{mode}]" if mode else method
+        label = method + _variant_label(mode)
         out.append(f"| {dataset} | {label} | " + " | ".join(cell(cells[c]) if c in cells else "–" for c in columns) + " |")
     return out
 

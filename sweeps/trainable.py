@@ -25,7 +25,8 @@ import torch
 from memomentum.methods import columns
 from memomentum.progress import dumps
 from sweeps import hparams
-from sweeps.layout import RECORDS_FILE, STATE_FILE, TENSORBOARD, trial_file
+from memomentum import selections
+from sweeps.layout import RECORDS_FILE, STATE_FILE, TENSORBOARD, selection_file as layout_selection, trial_file
 from sweeps.storage import Storage
 
 
@@ -43,7 +44,8 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cell = cells[config["cell"]]
     name = cell["name"]
-    say = lambda line: print(f"[{name}] {line}", flush=True)  # noqa: E731
+    say = lambda line: print(f"[{name}] {line}", flush=True)  # noqa: E731  (problems: always said)
+    tell = say if cell.get("verbose") else (lambda line: None)  # progress: the driver's terminal says it, or --verbose
     guard = ReportGuard(say)
     store = Storage(storage)
     torch.set_num_threads(max(1, int(cell["cpu"])))
@@ -62,8 +64,10 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     writer = guard("opening TensorBoard", _tensorboard, store, sweep, cell["key"], trial.s.step) or _NullWriter()
     if trial.s.step == 0:  # the trial's HParams entry, once: a resumed trial has written it already
         guard("TensorBoard hparams", _summary, writer, hparams.session_summary(cfg.to_dict(), cell["key"]))
-    guard("the start line", lambda: say(f"on {trial.device} (node {doc['node_id'][:8]}), " + (
-        f"resuming at epoch {trial.s.step} from {source}" if source else "fresh start")))
+    if source:
+        say(f"resuming at epoch {trial.s.step} from {source}")
+    guard("the start line", lambda: tell(f"on {trial.device} (node {doc['node_id'][:8]}), " + (
+        f"resuming at epoch {trial.s.step}" if source else "fresh start")))
 
     pending = None  # the last epoch record, reported once its round (if it ends one) is merged in
     for record in trial.records():
@@ -78,8 +82,12 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
                 pending = _checkpoint(tune, trial, store, sweep, doc, pending)
         elif kind == "round":
             doc["records"].append(_plain(record))
+            selection = trial.selection()
+            if selection is not None:  # before the round's checkpoint: a resumed trial never lacks it
+                store.write_atomic(selections.encode(selection), sweep,
+                                   *layout_selection(cell["key"], selections.file_name(selection["round"])))
             guard("TensorBoard", _log_round, writer, record)
-            guard("a progress line", lambda: say(format_record(record)))
+            guard("a progress line", lambda: tell(format_record(record)))
             pending.update({f"round_{k}": v for k, v in record.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
             if not trial.s.done:

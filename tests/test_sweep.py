@@ -225,7 +225,7 @@ def test_raising_a_methods_version_reruns_its_finished_cells_and_no_others(finis
     monkeypatch.setitem(METHODS, "ce", dataclasses.replace(METHODS["ce"], version=2))
     again = parse_grid(TINY, storage=str(tmp_path))
     scheduled = []
-    monkeypatch.setattr(runner, "_tune", lambda g, store, todo, collector, max_concurrent: scheduled.extend(todo))
+    monkeypatch.setattr(runner, "_tune", lambda g, store, todo, *rest: scheduled.extend(todo))
     lines = []
     assert runner.run(again, out=lines.append) == 1  # the stub ran nothing: the ce cells are still to do
     assert "4 cells, 2 already finished, 2 to run" in lines[0]

@@ -91,6 +91,7 @@ class ClassWiseState(LoopState):
 
 class ClassWiseTrial(Trial):
     State = ClassWiseState
+    selects = True
 
     def _round(self) -> Iterator[dict]:
         cfg, s, num_classes = self.cfg, self.s, self.data.info.num_classes

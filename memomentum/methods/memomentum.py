@@ -60,6 +60,7 @@ class MeMomentumState(LoopState):
 
 class MeMomentumTrial(Trial):
     State = MeMomentumState
+    selects = True
 
     def _round(self) -> Iterator[dict]:
         cfg, s = self.cfg, self.s

@@ -75,6 +75,8 @@ def two_view_confident(feed, model, idx: torch.Tensor) -> torch.Tensor:
 
 
 class PESTrial(Trial):
+    selects = True
+
     def _round(self) -> Iterator[dict]:
         cfg, s, opts = self.cfg, self.s, self.options
         self._networks(self._build)

@@ -114,6 +114,7 @@ class SELFIEState(LoopState):
 
 class SELFIETrial(Trial):
     State = SELFIEState
+    selects = True  # the examples each run's last epoch stepped on
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -163,6 +164,7 @@ class SELFIETrial(Trial):
         model.train()
         sums = torch.zeros(5, device=self.device)  # loss, correct, stepped, stepped right, stepped known
         n = 0
+        self._kept = None  # this epoch's stepped examples, for the run's exported selection
         for x, y, b in self.feed.batches(s.confident_idx):
             pos = self._position[b]
             fixed = s.corrected[pos]
@@ -198,6 +200,7 @@ class SELFIETrial(Trial):
             s.history[pos, slot] = preds
             s.pushes[pos] += 1
             used = target  # the labels the step trained with
+            self._keep(b[step])
             known = clean_labels[b][step] >= 0
             sums += torch.stack([loss.detach().float() * len(y), (logits.detach().argmax(1) == y).sum().float(),
                                  step.sum().float(), ((used == clean_labels[b][step]) & known).sum().float(),

@@ -96,6 +96,7 @@ class SFTState(LoopState):
 
 class SFTTrial(Trial):
     State = SFTState
+    selects = True
 
     def _round(self) -> Iterator[dict]:
         cfg, s, opts = self.cfg, self.s, self.options

@@ -113,6 +113,7 @@ class SmallLossTrial(Trial):
 
     State = SmallLossState
     stage = "?"  # the round records' stage: the method's name
+    selects = True  # the examples the last epoch kept (by either network)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -167,11 +168,13 @@ class SmallLossTrial(Trial):
         drop_last = len(idx) >= self.cfg.batch_size  # a split smaller than one batch still trains
         sums = torch.zeros(5, device=self.device)  # loss, correct (both nets), kept right, kept known, batches
         n = 0
+        self._kept = None  # this epoch's kept examples, for the round's exported selection
         for x, y, b in self.feed.batches(idx, drop_last=drop_last):
             n_keep = kept_count(forget_rate, len(y))
             with self.engine.autocast():
                 logits1, logits2 = models[0](x), models[1](x)
             loss, reported, keep1, keep2 = self.select_and_loss(logits1.float(), logits2.float(), y, n_keep)
+            self._keep(b[torch.cat([keep1, keep2])])
             for optimizer in self._optimizers:
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
