@@ -1,6 +1,6 @@
 """The examples a method selected, round by round: what a trial trusted, exported for the user.
 
-A method that selects (Method.selects) offers after every round (`Trial.selection()`): the training
+A method whose trial selects (`Trial.selects`) offers after every round (`Trial.selection()`): the training
 examples that round trained on (a confident set: Me-Momentum, its class-wise variant, PES, SFT), or, for a
 per-batch selector (Co-teaching, JoCoR, SELFIE), the examples its last epoch kept; each with its noisy label
 and whether that label is the clean one (unknown: -1). A sweep stores one compressed file per round beside

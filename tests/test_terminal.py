@@ -125,7 +125,7 @@ def test_selections_parquet_gives_each_rounds_precision(user_run):
         picked = [s for s in rows if s["key"] == r["key"] and s["round"] == mine.index(r)]
         assert len(picked) == r["n_confident"] > 0
         assert (picked[0]["outer"], picked[0]["inner"], picked[0]["step"]) == (r["outer"], r["inner"], r["step"])
-        assert 100 * sum(s["clean"] for s in picked) / len(picked) == pytest.approx(r["precision"])
+        assert 100 * sum(s["clean"] for s in picked) / len(picked) == pytest.approx(r["precision"], abs=1e-3)
         assert len({s["index"] for s in picked}) == len(picked)
     kept = [s for s in rows if s["key"] == by_method["coteaching"]]
     assert kept and {s["round"] for s in kept} == {0}  # a per-batch selector: its last epoch's kept examples
