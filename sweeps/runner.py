@@ -325,8 +325,7 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
         tune.with_resources(trainable, resources=resources),
         param_space={"cell": tune.grid_search(list(specs))},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True,
-                                    trial_name_creator=lambda t: specs[t.config["cell"]]["name"],
-                                    trial_dirname_creator=lambda t: t.config["cell"]),
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=run_id, storage_path=store.uri(grid.name, layout.TUNE),
                                   failure_config=tune.FailureConfig(max_failures=2),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -355,6 +354,17 @@ def _environ(values: dict):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# Tune stores these with every trial's state: functions of this module travel by reference, where a closure over
+# the cell specs would put every cell into every trial's state (quadratic state and driver memory)
+def trial_name(trial) -> str:
+    """A trial's name: its cell's name, e.g. cifar10-pairflip-0.4-s3-memomentum (the key is "<name>-<hash>")."""
+    return trial.config["cell"].rsplit("-", 1)[0]
+
+
+def trial_dirname(trial) -> str:
+    return trial.config["cell"]
 
 
 def concurrent_slots(cells: List[Cell], max_concurrent: Optional[int]) -> int:
@@ -443,16 +453,27 @@ def checkpoints_of(store: Storage, sweep: str, key: str) -> List[str]:
     return found
 
 
-def collect_callback(collector: Collector, specs: dict):
-    """A Tune callback that rebuilds the result tables whenever a trial ends, and writes error.json
-    (the error and the cell, so the failure reaches the tables even for a trial that never wrote
-    trial.json). Defined lazily so that importing this module does not import Ray."""
+# The tables are rebuilt at most this often while a sweep runs (and at least ten times the last rebuild's duration
+# apart), so that a grid of thousands of short trials does not spend its driver rewriting tables; the run's end
+# always rebuilds them, and `--collect` does at any time
+COLLECT_EVERY_S = 5.0
+
+
+def collect_callback(collector: Collector, specs: dict, every: float = COLLECT_EVERY_S):
+    """A Tune callback that rebuilds the result tables soon after a trial ends (within `every` seconds, or ten
+    rebuild durations when a rebuild is slow), and writes error.json at once (the error and the cell, so the
+    failure reaches the tables even for a trial that never wrote trial.json). Defined lazily so that importing
+    this module does not import Ray."""
     from ray import tune
 
     from memomentum.progress import dumps
     from sweeps.terminal import last_error_line
 
     class CollectOnTrialEnd(tune.Callback):
+        due = False  # a trial ended since the last rebuild
+        next_at = 0.0  # time.monotonic() before which no rebuild starts
+        said = set()  # each distinct failure is said once (a full disk would otherwise repeat at every trial end)
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             try:  # an error an earlier attempt left behind no longer applies
                 collector.store.delete(collector.sweep, *layout.error_file(trial.config["cell"]))
@@ -472,14 +493,22 @@ def collect_callback(collector: Collector, specs: dict):
                 print(f"warning: could not record the failure of {key}: {exc}", file=sys.stderr)
             self._collect()
 
-        said = set()  # each distinct failure is said once (a full disk would otherwise repeat at every trial end)
+        def on_step_end(self, iteration, trials, **info):
+            if self.due:
+                self._collect()
 
         def _collect(self):
+            self.due = True
+            if time.monotonic() < self.next_at:
+                return
+            start = time.monotonic()
             try:
                 collector.write()
             except Exception as exc:  # never let table writing take the sweep down
                 if str(exc) not in self.said:
                     self.said.add(str(exc))
                     print(f"warning: could not update the result tables: {exc}", file=sys.stderr)
+            now = time.monotonic()
+            self.due, self.next_at = False, now + max(every, 10 * (now - start))
 
     return CollectOnTrialEnd()

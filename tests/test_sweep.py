@@ -81,6 +81,68 @@ def test_running_the_same_grid_again_reruns_nothing(finished_sweep):
                       for c in grid.cells}
 
 
+def test_each_trials_stored_state_holds_its_own_cell_only(finished_sweep):
+    """Tune stores every trial's name and folder functions with the trial (a pickled blob in the experiment
+    state): a function closing over the cell specs would store every cell in every trial, a state and a driver
+    memory quadratic in the number of trials."""
+    import json
+
+    grid, storage, _, _ = finished_sweep
+    states = list((storage / "tiny" / "tune").glob("run-*/experiment_state-*.json"))
+    assert states
+    for path in states:
+        trial_data = json.loads(path.read_text())["trial_data"]
+        assert len(trial_data) == len(grid.cells)
+        for static, _ in trial_data:
+            blobs = [static.encode()]
+            for value in json.loads(static).values():
+                if isinstance(value, dict) and value.get("_type") == "CLOUDPICKLE_FALLBACK":
+                    blobs.append(bytes.fromhex(value["value"]))
+            mine = [c.key for c in grid.cells if c.key.encode() in blobs[0]]
+            assert len(mine) == 1, mine
+            others = [c.key for c in grid.cells if c.key != mine[0]]
+            assert not [k for k in others for b in blobs if k.encode() in b]
+
+
+def test_tables_are_rebuilt_at_most_every_few_seconds_while_trials_end(monkeypatch):
+    """Thousands of short trials must not spend the driver rewriting tables: trial ends within `every` seconds
+    of a rebuild wait for the next step of Tune's loop after it; none is left out."""
+    clock = [100.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+
+    class Trial:
+        config = {"cell": "k"}
+
+    class Counting:
+        sweep, writes = "s", 0
+
+        class store:
+            @staticmethod
+            def delete(*parts):
+                pass
+
+        def write(self):
+            Counting.writes += 1
+            clock[0] += 0.1  # a rebuild takes 0.1 s
+
+    callback = runner.collect_callback(Counting(), {}, every=5.0)
+    for _ in range(3):  # three trials end together: one rebuild
+        callback.on_trial_complete(1, [], Trial())
+    assert Counting.writes == 1
+    clock[0] += 2.0
+    callback.on_step_end(2, [])
+    assert Counting.writes == 1  # nothing ended since
+    callback.on_trial_complete(3, [], Trial())
+    callback.on_step_end(4, [])
+    assert Counting.writes == 1  # due, not yet time
+    clock[0] += 3.0
+    callback.on_step_end(5, [])
+    assert Counting.writes == 2  # the trial that ended in between is now in the tables
+    clock[0] += 10.0
+    callback.on_step_end(6, [])
+    assert Counting.writes == 2
+
+
 def test_figures_and_report_are_written(finished_sweep):
     import matplotlib.image
 
