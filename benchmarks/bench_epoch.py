@@ -30,19 +30,20 @@ from benchmarks import standard  # noqa: E402
 from memomentum.config import TrialConfig  # noqa: E402
 from memomentum.data import DATASETS  # noqa: E402
 from memomentum.engine import Engine, resolve_device, sgd  # noqa: E402
-from memomentum.models import create_model  # noqa: E402
+from memomentum.models import INPUT_SHAPES, create_model  # noqa: E402
 from memomentum.trial import configure_device  # noqa: E402
 
-SHAPES = {"lenet": ("mnist", 54000), "resnet18": ("cifar10", 45000), "resnet34": ("cifar100", 45000)}
+# model -> (data set, its real training split)
+SHAPES = {"digitsnet": ("digits", 1437), "lenet": ("mnist", 54000), "resnet18": ("cifar10", 45000),
+          "resnet34": ("cifar100", 45000)}
 
 
 def synthetic(model: str, n: int, seed: int = 0):
     dataset, _ = SHAPES[model]
     info = DATASETS[dataset]
-    c, h = (1, 28) if dataset == "mnist" else (3, 32)
     g = torch.Generator().manual_seed(seed)
     n_val = max(n // 9, 1)
-    images = torch.randint(0, 256, (n + n_val, c, h, h), dtype=torch.uint8, generator=g)
+    images = torch.randint(0, 256, (n + n_val, *INPUT_SHAPES[model]), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, info.num_classes, (n + n_val,), generator=g)
     return info, images[:n], labels[:n], images[n:], labels[n:]
 
@@ -123,11 +124,14 @@ def main(argv=None):
                    help="float32 matmuls / convolutions: fp32 (true fp32, as a trial runs by default) or tf32")
     p.add_argument("--compile", action="store_true", help="torch.compile our engine's model")
     p.add_argument("--ours-only", action="store_true", help="time our engine only (no standard pipeline)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch's intra-op threads (default 0: the trial's rule, memomentum.threads)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     # the switches a trial sets (strict fp32 unless tf32 is asked for; cuDNN autotuning), set the same way
     configure_device(TrialConfig.from_dict({"dataset": SHAPES[args.model][0], "device": args.device,
-                                            "precision": args.precision, "matmul_precision": args.matmul_precision}),
+                                            "precision": args.precision, "matmul_precision": args.matmul_precision,
+                                            "threads": args.threads, "model": args.model}),
                      device)
     n = args.n or SHAPES[args.model][1]
     info, tx, ty, vx, vy = synthetic(args.model, n)

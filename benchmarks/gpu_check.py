@@ -214,7 +214,8 @@ def part_packing(check: Check, limit: float) -> dict:
         sweep = os.path.join(check.out, "packing", f"k{k}")
         extra = [f"epochs_per_stage={epochs}"] + ([f"gpu_memory_fraction={1.0 / k:.4f}"]
                                                    if check.device.startswith("cuda") and k > 1 else [])
-        threads = str(max(1, (os.cpu_count() or 1) // k))
+        threads = str(max(1, (os.cpu_count() or 1) // k))  # cores / k each (memomentum/threads.py)
+        extra.append(f"threads={threads}")
         start = time.monotonic()
         procs = []
         for seed in range(1, k + 1):
@@ -256,7 +257,8 @@ def start_cells(check: Check) -> list:
     threads = str(max(1, (os.cpu_count() or 1) // len(cells)))
     procs = []
     for method, kind, rate in cells:
-        more = list(extra) + (["max_outer=1", "max_inner=2"] if check.quick and method == "memomentum" else [])
+        more = list(extra) + [f"threads={threads}"] + (["max_outer=1", "max_inner=2"]
+                                                       if check.quick and method == "memomentum" else [])
         if check.device.startswith("cuda"):
             more.append(f"gpu_memory_fraction={0.9 / len(cells):.4f}")
         log = check.log(f"cell_{method}_{kind}_{rate}.log")

@@ -21,12 +21,13 @@ from memomentum.errors import ConfigError, short, unknown
 
 # Fields that say where / how fast a trial runs but never what it computes: left out of the config hash
 EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every", "num_workers",
-                  "gpu_memory_fraction")
+                  "gpu_memory_fraction", "threads")
 REAL_NOISE = "real"  # the noise type of data sets whose labels are noisy as collected (Clothing1M)
 PRECISIONS = ("fp32", "bf16")
 MATMUL_PRECISIONS = ("fp32", "tf32")
 SEED_MAX = 2 ** 32 - 1  # numpy's and torch's generators take any seed in 0 .. 2**32 - 1 the same way
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
+MAX_THREADS = 1024  # threads: more is a typo, and torch would try to start them
 AUTO_WORKERS = -1  # num_workers: as many DataLoader processes as this process may use CPUs (at most 8)
 BASE_METHOD_VERSION = 1  # a method at this version adds nothing to its trials' keys (see config_hash)
 
@@ -68,6 +69,9 @@ class TrialConfig:
     compile: bool = False  # torch.compile the network (faster on GPUs after a warm-up; recorded in results)
     gpu_memory_fraction: float = 0.0  # cap this process's share of its GPU's memory (0: no cap); a sweep sets it
     #                                   from a fractional `gpu` resource
+    threads: int = 0  # torch's CPU threads for the trial; 0 = the rule of memomentum/threads.py: a sweep trial's `cpu`
+    #                   resource, else 1 for the small networks and the CPUs the process may use for the others
+    #                   (DataLoader workers count against both); no effect on results
     deterministic: bool = False  # torch deterministic algorithms; cudnn.benchmark is on when False
     checkpoint_every: int = 0  # also offer a resumable state every N epochs inside rounds (0 = rounds only)
     # --- the method's own settings ------------------------------------------------------------
@@ -141,6 +145,9 @@ class TrialConfig:
         for name in ("lr", "momentum", "weight_decay", "lr_gamma", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"threads={self.threads} must be 0 (the rule: memomentum/threads.py) or a count of CPU "
+                              f"threads from 1 to {MAX_THREADS}")
         if self.num_workers < AUTO_WORKERS:
             raise ConfigError(f"num_workers={self.num_workers} must be -1 (auto) or at least 0")
         if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):

@@ -121,6 +121,13 @@ INPUT_SHAPES = {"lenet": (1, 28, 28), "digitsnet": (1, 8, 8), "resnet18": (3, 32
                 "resnet34": (3, 32, 32), "resnet50": (3, 64, 64)}
 
 
+# CPU threads a trial of this network uses by default where no CPU share is reserved for it (`python -m memomentum`;
+# memomentum/threads.py): the small networks run on one thread, since one trial with every core runs 2.4-5x slower
+# beside a second one, while one thread loses nothing there (benchmarks/RESULTS.md "CPU threads per trial").
+# A network not listed uses the CPUs the process may run on.
+DEFAULT_THREADS = {"lenet": 1, "digitsnet": 1}
+
+
 def create_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(unknown("model", name, MODELS))

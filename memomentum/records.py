@@ -96,6 +96,7 @@ RESULT: Tuple[Column, ...] = (
     Column("final_recall", "float64", "final confident-set recall (%)", tag="hparams/final_recall"),
     Column("seconds", "float64", "seconds", tag="hparams/seconds"),
     Column("device_name", "string", "the device the trial trained on, by name"),
+    Column("threads", "int64", "torch's CPU intra-op threads the trial ran with (memomentum/threads.py)"),
     Column("peak_gpu_memory_mb", "float64", "peak GPU memory the trial's process allocated (MiB; null on a CPU)"),
     Column("config_hash", "string", "fingerprint of what the trial computes (its key's suffix)"),
     Column("label_hash", "string", "fingerprint of the noisy labels and the split"),

@@ -37,11 +37,12 @@ import torch
 
 from memomentum import memory, stream
 from memomentum.data import DATASETS
-from memomentum.engine import Engine, resolve_device, sgd, state_copy
+from memomentum.engine import Engine, lr_at, resolve_device, sgd, state_copy
 from memomentum.errors import ConfigError
 from memomentum.models import create_model, load_backbone, load_pretrained
 from memomentum.noise import NOISE_TYPES
 from memomentum.progress import fmt
+from memomentum.threads import trial_threads, use_threads
 from memomentum.version import code_version
 
 STATE_VERSION = 2  # 2: typed loop state (confident_idx), methods as modules
@@ -156,6 +157,23 @@ class Trial:
     def _end_round(self) -> dict:
         """The round's record, after deciding what comes next (the next round, or s.done)."""
         raise NotImplementedError
+
+    def _scheduled_epochs(self, stage: str, weight=None, **options) -> Generator[dict, None, None]:
+        """The live network's epochs on the round's training set with the stage-B schedule (SGD lr, x lr_gamma at
+        lr_milestones) and model selection on the validation score, until the round's `epochs_per_stage` end
+        (`weight`: per-class loss weights; `options`: the feed's, e.g. before_step)."""
+        cfg, s = self.cfg, self.s
+        while True:
+            lr = lr_at(s.epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma)
+            self._set_lr(lr)
+            loss, acc = self.feed.train_epoch(self._model, self._optimizer, s.confident_idx, weight, **options)
+            score = float(self.scorer(self._model))
+            improved = score > s.best_val
+            test_acc = self._improve(score, stage) if improved else None
+            over = yield from self._end_epoch(score, improved, test_acc, length=cfg.epochs_per_stage, lr=lr,
+                                              train_loss=loss, train_acc=acc)
+            if over:
+                return
 
     def _end_epoch(self, score: float, improved: bool, test_acc: Optional[float], *, length: int, stop: bool = False,
                    late: bool = True, **values) -> Generator[dict, None, bool]:
@@ -343,6 +361,7 @@ class Trial:
                 "final_n_confident": last.get("n_confident"), "final_precision": last.get("precision"),
                 "final_recall": last.get("recall"), "label_hash": d.label_hash,
                 "config_hash": cfg.config_hash(), "device": str(self.device), "device_name": device_name(self.device),
+                "threads": torch.get_num_threads(),
                 "peak_gpu_memory_mb": peak_memory_mb(self.device), "matmul_precision": cfg.matmul_precision,
                 "code_version": code_version(), "method_version": cfg.method_version(),
                 "generator_reseeded_at": list(s.reseeded_at), "rounds": list(s.rounds)}
@@ -422,9 +441,10 @@ class Trial:
 
 def configure_device(cfg, device: torch.device) -> None:
     """The process-wide switches a trial's config names, each set whatever an earlier trial of the process set:
-    float32 matmul / convolution precision (true fp32 unless `matmul_precision: tf32`; torch 2.14 runs cuDNN
+    torch's CPU threads (memomentum/threads.py), float32 matmul / convolution precision (true fp32 unless `matmul_precision: tf32`; torch 2.14 runs cuDNN
     convolutions in TF32 by default), cuDNN autotuning, determinism, and the trial's share of its GPU's memory
     (`gpu_memory_fraction`: a trial packed at a fraction of a GPU cannot take the memory of the others)."""
+    use_threads(trial_threads(cfg))
     precision = "tf32" if cfg.matmul_precision == "tf32" else "ieee"
     torch.backends.cuda.matmul.fp32_precision = precision
     torch.backends.cudnn.conv.fp32_precision = precision

@@ -48,7 +48,6 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     tell = say if cell.get("verbose") else (lambda line: None)  # progress: the driver's terminal says it, or --verbose
     guard = ReportGuard(say)
     store = Storage(storage)
-    torch.set_num_threads(max(1, int(cell["cpu"])))
     cfg = cell_config(cell)
 
     trial = None
@@ -103,15 +102,19 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
 
 def cell_config(cell: dict):
     """The trial config a cell runs with on the resources Ray gave it (execution-only changes: same key):
-    DataLoader workers as many as its CPUs; a fractional GPU caps its share of the GPU's memory; a cell given no
-    GPU never takes one (device auto would otherwise pick GPU 0 of a node it shares, uncounted by Ray)."""
+    DataLoader workers as many as its CPUs; torch's threads its CPUs less those workers (memomentum/threads.py:
+    Ray's OMP_NUM_THREADS alone does not size torch's pools); a fractional GPU caps its share of the GPU's
+    memory; a cell given no GPU never takes one (device auto would otherwise pick GPU 0 of a node it shares,
+    uncounted by Ray)."""
     from memomentum.config import AUTO_WORKERS, TrialConfig
     from memomentum.stream import auto_workers
+    from memomentum.threads import reserved_threads
 
     cfg = TrialConfig.from_dict(cell["trial"])
     gpu = cell.get("gpu", 0)
     if cfg.num_workers == AUTO_WORKERS:
         cfg = cfg.replace(num_workers=auto_workers(cell["cpu"]))
+    cfg = cfg.replace(threads=reserved_threads(cfg, cell["cpu"]))
     if 0 < gpu < 1 and cfg.gpu_memory_fraction == 0:
         cfg = cfg.replace(gpu_memory_fraction=gpu)
     if gpu == 0 and cfg.device == "auto":

@@ -44,6 +44,7 @@ def test_every_trial_terminates_and_tables_are_complete(finished_sweep):
     assert len(trials) == 4 and {t["status"] for t in trials} == {"finished"}
     assert {t["key"] for t in trials} == {c.key for c in grid.cells}
     assert all(t["node_id"] and t["epochs"] > 0 for t in trials)
+    assert {t["threads"] for t in trials} == {1}  # cpu: 1 each: one intra-op thread (memomentum/threads.py)
     rounds = pq.read_table(results / "rounds.parquet").to_pylist()
     epochs = pq.read_table(results / "epochs.parquet").to_pylist()
     for t in trials:  # the table's accuracy is the one measured at the trial's last new best (or 0 by rule)

@@ -20,7 +20,6 @@ from typing import Iterator
 
 import torch
 
-from memomentum.engine import lr_at
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
 from memomentum.trial import Trial, assumed_noise_rate
@@ -53,22 +52,12 @@ def critical_mask(model: torch.nn.Module, tau: float, scale: bool) -> None:
 
 class CDRTrial(Trial):
     def _round(self) -> Iterator[dict]:
-        cfg, s, opts = self.cfg, self.s, self.options
+        cfg, opts = self.cfg, self.options
         self._networks(self._sgd_network)
         tau = opts.tau if opts.tau >= 0 else assumed_noise_rate(cfg.noise_type, cfg.noise_rate,
                                                                  self.data.realized_noise_rate)
         mask = lambda model: critical_mask(model, tau, opts.cdr_scale_grad)  # noqa: E731
-        while True:
-            lr = lr_at(s.epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma)
-            self._set_lr(lr)
-            loss, acc = self.feed.train_epoch(self._model, self._optimizer, s.confident_idx, before_step=mask)
-            score = float(self.scorer(self._model))
-            improved = score > s.best_val
-            test_acc = self._improve(score, "cdr") if improved else None
-            over = yield from self._end_epoch(score, improved, test_acc, length=cfg.epochs_per_stage, lr=lr,
-                                              train_loss=loss, train_acc=acc)
-            if over:
-                return
+        yield from self._scheduled_epochs("cdr", before_step=mask)
 
     def _end_round(self) -> dict:
         return self._finish("cdr")

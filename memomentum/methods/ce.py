@@ -8,7 +8,6 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from memomentum.engine import lr_at
 from memomentum.methods.method import Method, Options
 from memomentum.trial import Trial, class_weights
 
@@ -20,20 +19,10 @@ class CEOptions(Options):
 
 class CETrial(Trial):
     def _round(self) -> Iterator[dict]:
-        cfg, s = self.cfg, self.s
+        s = self.s
         self._networks(self._sgd_network)
         weight = self.class_weight(s.confident_idx) if self.options.class_weighted else None
-        while True:
-            lr = lr_at(s.epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma)
-            self._set_lr(lr)
-            loss, acc = self.feed.train_epoch(self._model, self._optimizer, s.confident_idx, weight)
-            score = float(self.scorer(self._model))
-            improved = score > s.best_val
-            test_acc = self._improve(score, "ce") if improved else None
-            over = yield from self._end_epoch(score, improved, test_acc, length=cfg.epochs_per_stage, lr=lr,
-                                              train_loss=loss, train_acc=acc)
-            if over:
-                return
+        yield from self._scheduled_epochs("ce", weight)
 
     def class_weight(self, idx: torch.Tensor) -> torch.Tensor:
         counts = np.bincount(self.data.noisy_labels[idx].cpu().numpy(), minlength=self.data.info.num_classes)
