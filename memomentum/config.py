@@ -71,7 +71,8 @@ class TrialConfig:
     #                                   from a fractional `gpu` resource
     threads: int = 0  # torch's CPU threads for the trial; 0 = the rule of memomentum/threads.py: a sweep trial's `cpu`
     #                   resource, else 1 for the small networks and the CPUs the process may use for the others
-    #                   (DataLoader workers count against both); no effect on results
+    #                   (DataLoader workers count against both); never in the key, though like the device it
+    #                   can change the last bits of sums (recorded in results)
     deterministic: bool = False  # torch deterministic algorithms; cudnn.benchmark is on when False
     checkpoint_every: int = 0  # also offer a resumable state every N epochs inside rounds (0 = rounds only)
     # --- the method's own settings ------------------------------------------------------------

@@ -122,7 +122,7 @@ INPUT_SHAPES = {"lenet": (1, 28, 28), "digitsnet": (1, 8, 8), "resnet18": (3, 32
 
 
 # CPU threads a trial of this network uses by default where no CPU share is reserved for it (`python -m memomentum`;
-# memomentum/threads.py): the small networks run on one thread, since one trial with every core runs 2.4-5x slower
+# memomentum/threads.py): the small networks run on one thread, since one trial with every core runs 4-7x slower
 # beside a second one, while one thread loses nothing there (benchmarks/RESULTS.md "CPU threads per trial").
 # A network not listed uses the CPUs the process may run on.
 DEFAULT_THREADS = {"lenet": 1, "digitsnet": 1}

@@ -3,7 +3,7 @@
 By default every process sizes torch's intra-op pool to all the machine's cores, so two trials on one machine
 (two terminals, a test run beside a sweep, several trials per GPU as processes, a Ray node running several CPU
 trials) oversubscribe it, and small networks then spend their time in thread barriers: measured on 2 cores, one
-trial with both cores takes 2.4x (ResNet-18) to 5.3x (digitsnet) as long beside a second such trial, while a
+trial with both cores takes 2.4x (ResNet-18) to 5-7x (digitsnet) as long beside a second such trial, while a
 trial with one thread loses nothing there (benchmarks/RESULTS.md, "CPU threads per trial").
 
 The rule, for a trial whose `threads` setting is 0:

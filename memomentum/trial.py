@@ -441,9 +441,10 @@ class Trial:
 
 def configure_device(cfg, device: torch.device) -> None:
     """The process-wide switches a trial's config names, each set whatever an earlier trial of the process set:
-    torch's CPU threads (memomentum/threads.py), float32 matmul / convolution precision (true fp32 unless `matmul_precision: tf32`; torch 2.14 runs cuDNN
-    convolutions in TF32 by default), cuDNN autotuning, determinism, and the trial's share of its GPU's memory
-    (`gpu_memory_fraction`: a trial packed at a fraction of a GPU cannot take the memory of the others)."""
+    torch's CPU threads (memomentum/threads.py), float32 matmul / convolution precision (true fp32 unless
+    `matmul_precision: tf32`; torch 2.14 runs cuDNN convolutions in TF32 by default), cuDNN autotuning,
+    determinism, and the trial's share of its GPU's memory (`gpu_memory_fraction`: a trial packed at a fraction
+    of a GPU cannot take the memory of the others)."""
     use_threads(trial_threads(cfg))
     precision = "tf32" if cfg.matmul_precision == "tf32" else "ieee"
     torch.backends.cuda.matmul.fp32_precision = precision
