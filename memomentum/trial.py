@@ -251,7 +251,14 @@ class Trial:
 
     def _sgd_network(self):
         """`_networks`' build for a method that trains one network with SGD (the config's lr, momentum, decay)."""
+        return self._one_network("sgd")
+
+    def _one_network(self, optimizer: str):
+        """`_networks`' build for one network trained with `optimizer`: "sgd" (the config's lr, momentum, decay)
+        or "adam" (the config's lr and decay)."""
         model = self.fresh_model(self.s.outer)
+        if optimizer == "adam":
+            return (model,), (torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay),)
         return (model,), (sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay),)
 
     def _drop_networks(self) -> None:

@@ -26,7 +26,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from memomentum.engine import lr_at, sgd_of, state_copy
+from memomentum.engine import lr_at, state_copy
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
 from memomentum.records import Column
@@ -107,10 +107,7 @@ class DMITrial(Trial):
                 return
 
     def _build(self):
-        model = self.fresh_model(self.s.outer)
-        if self.options.dmi_optimizer == "adam":
-            return (model,), (torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay),)
-        return (model,), (sgd_of(model.parameters(), self.cfg),)
+        return self._one_network(self.options.dmi_optimizer)
 
     def _dmi_epoch(self):
         """One epoch of the DMI loss; (mean loss, accuracy %, share of batches with det M = 0)."""

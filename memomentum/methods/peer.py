@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from memomentum.engine import lr_at, sgd_of, state_copy
+from memomentum.engine import lr_at, state_copy
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
 from memomentum.records import Column
@@ -132,10 +132,7 @@ class PeerTrial(Trial):
                 return
 
     def _build(self):
-        model = self.fresh_model(self.s.outer)
-        if self.options.peer_optimizer == "adam":
-            return (model,), (torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay),)
-        return (model,), (sgd_of(model.parameters(), self.cfg),)
+        return self._one_network(self.options.peer_optimizer)
 
     def _epoch(self, alpha: float, peer: bool):
         """One epoch (full batches only, as the reference); with the peer term, each step also forwards a peer
