@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from typing import Iterator, List, Optional
@@ -30,8 +31,27 @@ from sweeps.layout import RECORDS_FILE, STATE_FILE, TENSORBOARD, selection_file 
 from sweeps.storage import Storage
 
 
+def finish_a_swallowed_exit(unraisable) -> None:
+    """sys.unraisablehook of a sweep's worker process. Ray stops a worker (at a sweep's end, or an actor Tune no
+    longer needs) with SIGTERM, whose handler raises SystemExit; when the signal lands while the garbage collector
+    runs a callback, Python can only report that exception ("Exception ignored in ... SystemExit: 1", a traceback
+    in the sweep's terminal) and carries on. This completes the exit the signal asked for, without the report;
+    every other unraisable exception goes to the previous hook. Nothing is lost: every trial file is written
+    atomically, and a worker stopped mid-trial resumes from its checkpoint, as after any kill."""
+    exc = unraisable.exc_value
+    if isinstance(exc, SystemExit):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
+    _PREVIOUS_UNRAISABLEHOOK(unraisable)
+
+
+_PREVIOUS_UNRAISABLEHOOK = sys.unraisablehook
+
+
 def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     """config["cell"] is the cell key; `cells` maps keys to cell specs (Cell.to_dict + resume_from)."""
+    sys.unraisablehook = finish_a_swallowed_exit  # this process is a Ray worker (see the function)
     from ray import tune
     import ray
 

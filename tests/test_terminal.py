@@ -4,6 +4,7 @@ realised noise make each cell."""
 import os
 import subprocess
 import sys
+import textwrap
 
 import pyarrow.parquet as pq
 import pytest
@@ -157,3 +158,27 @@ def test_the_report_says_which_accuracy_seeds_and_realised_noise(user_run):
     realised = pq.read_table(sweep / "results" / "trials.parquet").column("realized_noise_rate").to_pylist()[0]
     assert f"| digits | {realised * 100:.1f}%, seeds 1 |" in md
     assert "Which accuracy is which" in (sweep / "results" / "report.md").read_text()
+
+
+def test_a_workers_exit_swallowed_by_the_garbage_collector_is_finished_quietly():
+    """Ray stops a worker with SIGTERM, whose handler raises SystemExit; raised inside a garbage-collector callback
+    it used to print "Exception ignored in ... SystemExit" and let the process run on. The worker's hook ends the
+    process with the exit code asked for and prints nothing; other unraisable exceptions are still reported."""
+    program = textwrap.dedent("""
+        import sys, weakref
+        from sweeps.trainable import finish_a_swallowed_exit
+        sys.unraisablehook = finish_a_swallowed_exit
+        class Thing: pass
+        def callback(_ref, kind=sys.argv[1]):
+            raise SystemExit(3) if kind == "exit" else ValueError("a real problem")
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs here, its exception is unraisable
+        print("went on")
+    """)
+    stopped = subprocess.run([sys.executable, "-c", program, "exit"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert stopped.returncode == 3 and stopped.stderr == "" and "went on" not in stopped.stdout
+    other = subprocess.run([sys.executable, "-c", program, "other"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert other.returncode == 0 and "a real problem" in other.stderr and "went on" in other.stdout
