@@ -101,6 +101,8 @@ def collect(sweep_dir: str, figures: bool = False) -> int:
         read_only = isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
         not_written = ("the folder is read-only (or not yours to write)" if read_only else
                        str(exc) if isinstance(exc, StorageError) else f"{exc.strerror or exc}")
+    for line in collector.selection_warnings:
+        print(f"warning: {line}", file=sys.stderr)
     print(f"{tables['trials'].num_rows} trials, {tables['rounds'].num_rows} rounds, "
           f"{tables['epochs'].num_rows} epochs -> {store.uri(name, layout.RESULTS)}"
           + (" (not updated)" if not_written else ""))

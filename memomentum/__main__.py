@@ -82,12 +82,12 @@ def list_methods() -> str:
 
 
 def _settings(values) -> str:
-    """key=value, ... as a user writes them in a grid or --set."""
+    """key=value, ... as a user writes them in a grid (`key: value`) or with --set: every value printed reads back."""
     def shown(v):
         if isinstance(v, bool):
             return str(v).lower()
         if isinstance(v, (list, tuple)):
-            return ",".join(str(x) for x in v) or "none"
+            return "[" + ", ".join(str(x) for x in v) + "]"
         return f"{v:g}" if isinstance(v, float) else str(v)
 
     return ", ".join(f"{k}={shown(v)}" for k, v in values.items())
@@ -110,11 +110,11 @@ def main(argv=None) -> int:
         from memomentum.methods import make_trial  # imports torch; after the cheap checks
         from memomentum.trial import trial_document
 
-        trial = make_trial(cfg)
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        trial = make_trial(cfg, progress=log)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     guard = ReportGuard(log)  # a progress line that cannot be written never costs the result
     guard("the start line", lambda: log(f"trial {cfg.trial_name()} ({cfg.model}) on {trial.device}; "
                                         f"{trial.describe()}"))
@@ -146,6 +146,8 @@ def main(argv=None) -> int:
             log(f"error: could not write the trial file under {args.sweep_dir} ({exc.strerror or exc}); "
                 f"the result is the JSON line on stdout")
             code = 1
+    if result.get("note"):
+        guard("the note line", lambda: log(f"note: {result['note']}"))
     result = {k: v for k, v in result.items() if k != "kind"}
     print(dumps(result), flush=True)
     return code

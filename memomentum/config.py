@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
+from memomentum import limits
 from memomentum.cifar_n import HUMAN
 from memomentum.errors import ConfigError, short, unknown
 
@@ -137,9 +138,13 @@ class TrialConfig:
             raise ConfigError(f"noise_rate={self.noise_rate} is outside [0, 1); use e.g. 0.2 for 20% noise")
         if not 0.0 < self.train_fraction < 1.0:
             raise ConfigError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1")
-        for name in ("epochs_per_stage", "batch_size", "eval_batch_size", "image_size"):
+        for name, limit, unit in (("epochs_per_stage", limits.EPOCHS, "epochs"), ("batch_size", limits.BATCH, "examples"),
+                                  ("eval_batch_size", limits.BATCH, "examples"),
+                                  ("image_size", limits.IMAGE_SIZE, "pixels")):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+            limits.at_most(name, getattr(self, name), limit, unit)
+        limits.at_most("checkpoint_every", self.checkpoint_every, limits.EPOCHS, "epochs")
         if self.epochs_per_stage < method.min_epochs:
             raise ConfigError(f"epochs_per_stage={self.epochs_per_stage} is too short for {self.method}: it must be at "
                               f"least {method.min_epochs}")
@@ -149,10 +154,11 @@ class TrialConfig:
         if not 0 <= self.threads <= MAX_THREADS:
             raise ConfigError(f"threads={self.threads} must be 0 (the rule: memomentum/threads.py) or a count of CPU "
                               f"threads from 1 to {MAX_THREADS}")
-        if self.num_workers < AUTO_WORKERS:
-            raise ConfigError(f"num_workers={self.num_workers} must be -1 (auto) or at least 0")
-        if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
-            raise ConfigError(f"lr_milestones={list(self.lr_milestones)} must be positive whole epochs")
+        if not AUTO_WORKERS <= self.num_workers <= MAX_THREADS:
+            raise ConfigError(f"num_workers={self.num_workers} must be -1 (auto) or a count from 0 to {MAX_THREADS}")
+        if any(not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= limits.EPOCHS for m in self.lr_milestones):
+            raise ConfigError(f"lr_milestones={short(list(self.lr_milestones))} must be whole epochs from 1 to "
+                              f"{limits.EPOCHS:,}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(f"device={short(self.device)} is not one of auto, cpu, cuda, cuda:N (N = 0, 1, ...)")
 

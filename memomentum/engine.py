@@ -114,10 +114,11 @@ class Engine:
     def fit_batches(self, model, optimizer, batches, weight: Optional[torch.Tensor] = None,
                     loss_fn: Optional[Callable] = None, before_step: Optional[Callable] = None) -> Tuple[float, float]:
         """One optimizer step per (inputs, labels) batch with (optionally class-weighted) cross-entropy, or
-        `loss_fn(logits, labels) -> scalar loss`; `before_step(model)` runs between backward() and step() (e.g.
-        a gradient mask).
+        `loss_fn(logits, labels) -> scalar loss`, or None to take no step on that batch (e.g. a loss that is not
+        finite); `before_step(model)` runs between backward() and step() (e.g. a gradient mask).
 
-        Returns (mean loss, accuracy % against the given labels), read from the device once at the end."""
+        Returns (mean loss, accuracy % against the given labels) over the batches stepped on, read from the device
+        once at the end; (None, None) when there was none."""
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -126,6 +127,8 @@ class Engine:
             with self.autocast():
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, weight=weight) if loss_fn is None else loss_fn(logits.float(), y)
+            if loss is None:
+                continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if before_step is not None:
@@ -134,7 +137,9 @@ class Engine:
             loss_sum += loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             n += len(y)
-        return loss_sum.item() / max(n, 1), 100.0 * correct.item() / max(n, 1)
+        if n == 0:
+            return None, None
+        return loss_sum.item() / n, 100.0 * correct.item() / n
 
     @torch.inference_mode()
     def predict(self, model, images, idx, augment: bool) -> torch.Tensor:

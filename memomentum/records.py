@@ -102,6 +102,8 @@ RESULT: Tuple[Column, ...] = (
     Column("label_hash", "string", "fingerprint of the noisy labels and the split"),
     Column("code_version", "string", "the code that made the result: git commit (+dirty) or a hash of the sources"),
     Column("method_version", "int64", "the method's version in the registry (raised when what it computes changes)"),
+    Column("note", "string", "what the method says about reading this result (e.g. a DMI round that could not move "
+           "the network); null: nothing"),
 )
 
 # an epoch field several methods that select examples declare (Method.columns), with one meaning

@@ -47,6 +47,7 @@ from memomentum.version import code_version
 
 STATE_VERSION = 2  # 2: typed loop state (confident_idx), methods as modules
 RESEED_PURPOSE = 10_000  # derive_seed purpose of a re-seeded random stream (+ the epoch it restarts at)
+PROGRESS_EVERY_S = 10.0  # seconds between progress lines of a phase that yields no record
 LAST_K = 10  # last_test_acc / last10_test_acc: test accuracy over the last LAST_K epochs of a trial (JoCoR's habit)
 MODEL_KEYS = ("model", "model2")  # the loop-state fields of the live networks in a checkpoint, in order ...
 OPTIMIZER_KEYS = ("optimizer", "optimizer2")  # ... and of their optimizers (a method uses as many as it has)
@@ -102,10 +103,14 @@ class Trial:
     State = LoopState
     selects = False  # the method selects training examples: each round's selection is exported (selections.py)
 
-    def __init__(self, cfg, data=None, state: Optional[dict] = None, scorer: Optional[Callable] = None):
+    def __init__(self, cfg, data=None, state: Optional[dict] = None, scorer: Optional[Callable] = None,
+                 progress: Optional[Callable[[str], None]] = None):
         """`data`: prepared trial data to share between trials (tests); `scorer(model) -> float`
-        replaces the validation score (tests script it); None = the real one."""
+        replaces the validation score (tests script it); None = the real one. `progress(line)`: where a long
+        phase that yields no record (PES's refinement) says how far it is, at most every PROGRESS_EVERY_S."""
         self.cfg = cfg
+        self._progress_out = progress
+        self._progress_at = time.monotonic()
         self.device = resolve_device(cfg.device)
         configure_device(cfg, self.device)
         self.pretrained = load_pretrained(cfg.pretrained, cfg.pretrained_weights, cfg.model)  # fails before training
@@ -254,12 +259,16 @@ class Trial:
         return self._one_network("sgd")
 
     def _one_network(self, optimizer: str):
-        """`_networks`' build for one network trained with `optimizer`: "sgd" (the config's lr, momentum, decay)
-        or "adam" (the config's lr and decay)."""
+        """`_networks`' build for one network trained with `optimizer` (`_new_optimizer`)."""
         model = self.fresh_model(self.s.outer)
-        if optimizer == "adam":
-            return (model,), (torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay),)
-        return (model,), (sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay),)
+        return (model,), (self._new_optimizer(model, optimizer),)
+
+    def _new_optimizer(self, model, kind: str) -> torch.optim.Optimizer:
+        """A fresh optimizer of `model`: "sgd" (the config's lr, momentum, decay) or "adam" (the config's lr and
+        decay)."""
+        if kind == "adam":
+            return torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
 
     def _drop_networks(self) -> None:
         self._models = self._optimizers = ()
@@ -310,6 +319,18 @@ class Trial:
         mark = torch.where(clean < 0, torch.full_like(clean, -1), (noisy == clean).long())
         return {**{k: picked[k] for k in ("round", "outer", "inner", "step")}, "index": idx.cpu().numpy(),
                 "noisy": noisy.cpu().numpy(), "clean": mark.cpu().numpy()}
+
+    def _progress(self, text: str) -> None:
+        """A progress line from inside a long phase that yields no record, at most every PROGRESS_EVERY_S seconds
+        (reporting only: never fails the trial)."""
+        now = time.monotonic()
+        if self._progress_out is None or now - self._progress_at < PROGRESS_EVERY_S:
+            return
+        self._progress_at = now
+        try:
+            self._progress_out(text)
+        except Exception:
+            pass
 
     def _tick(self) -> None:
         start, base = self._clock
@@ -370,8 +391,14 @@ class Trial:
                 "config_hash": cfg.config_hash(), "device": str(self.device), "device_name": device_name(self.device),
                 "threads": torch.get_num_threads(),
                 "peak_gpu_memory_mb": peak_memory_mb(self.device), "matmul_precision": cfg.matmul_precision,
-                "code_version": code_version(), "method_version": cfg.method_version(),
+                "code_version": code_version(), "method_version": cfg.method_version(), "note": self.note(),
                 "generator_reseeded_at": list(s.reseeded_at), "rounds": list(s.rounds)}
+
+    def note(self) -> Optional[str]:
+        """What a reader of this trial's result must know to read it right (e.g. a DMI round that could not move the
+        network, so the result is its warm-up's), in one sentence; None when nothing. Printed with the result and
+        gathered under the paper table."""
+        return None
 
     # --- models -----------------------------------------------------------------------------
     def fresh_model(self, outer: int, purpose: int = 100):

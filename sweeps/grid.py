@@ -61,6 +61,12 @@ class StrictLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+# YAML 1.1 (PyYAML) reads a number in exponent form without a dot, 1e-06, as a string; YAML 1.2 and every other
+# tool (and --list-methods, which prints such values) read it as a number: so does a grid
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
+
+
 def read_yaml(text) -> Any:
     """Parse grid YAML (a str or a stream) with the StrictLoader."""
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader

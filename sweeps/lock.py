@@ -49,11 +49,10 @@ class DriverLock:
         except (ValueError, RecursionError):
             found = None
         found = found if isinstance(found, dict) else {}
-        pid, beat = found.get("pid"), found.get("heartbeat")
+        pid = found.get("pid")
         return {"host": _text(found.get("host")), "token": _text(found.get("token")),
                 "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-                "heartbeat": float(beat) if isinstance(beat, (int, float)) and not isinstance(beat, bool)
-                and math.isfinite(beat) else None}
+                "heartbeat": _seconds(found.get("heartbeat"))}
 
     def last_seen(self, holder: dict) -> Optional[float]:
         """When the holder last showed life, on this host's clock: its heartbeat, unless that is missing,
@@ -152,6 +151,17 @@ class DriverLock:
                 f"wait for it to finish or stop it, then run again (a lock whose driver died expires "
                 f"{self.stale_after:.0f} s after its last heartbeat; if no driver runs this sweep, delete "
                 f"{self.store.uri(self.sweep, LOCK_FILE)})")
+
+
+def _seconds(value: Any) -> Optional[float]:
+    """A lock's heartbeat as a finite float, or None (not a number, infinite, or an integer beyond float's range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _text(value: Any) -> Optional[str]:

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memomentum import selections
@@ -27,7 +28,7 @@ from memomentum.errors import clip, short
 from memomentum.methods import columns
 from sweeps import tables
 from sweeps import layout
-from sweeps.storage import Storage
+from sweeps.storage import Storage, StorageError
 
 CELL = [("key", pa.string()), ("name", pa.string()), ("dataset", pa.string()), ("noise_type", pa.string()),
         ("noise_rate", pa.float64()), ("noise_label", pa.string()), ("seed", pa.int64()), ("method", pa.string())]
@@ -61,7 +62,8 @@ class Collector:
         self.store, self.sweep = store, sweep
         self._cache: Dict[str, tuple] = {}  # key -> (stamps, (doc, tables) or None, reason)
         self._parts: Dict[str, tuple] = {}  # key -> the stamps of the round files its selections part was made of
-        self.skipped: List[str] = []
+        self.skipped: List[str] = []  # trial files left out by the latest collection
+        self.selection_warnings: List[str] = []  # selection round files found missing or damaged, each said once
 
     def _entries(self) -> List[Tuple[dict, Dict[str, pa.Table]]]:
         out, self.skipped = [], []
@@ -128,36 +130,65 @@ class Collector:
 
     def write_selections(self) -> None:
         """Bring results/selections.parquet/ up to date: a trial's part is rewritten when its round files changed
-        since the part was made (a part of a trial whose folder is gone is removed). Each part is one rename."""
+        since the part was made (a part of a trial whose folder is gone is removed). Each part is one rename.
+
+        A round file that is missing or cannot be read (cut short, overwritten) never costs the rows the part
+        already holds: they are kept, and the file is written back from them. Every such file is named in one line
+        of `selection_warnings` (for the caller to print), with what was done and what to do."""
         table = (self.sweep, layout.RESULTS, layout.SELECTIONS_TABLE)
         docs = {doc["key"]: doc for doc in self.trial_docs()}
         for key, doc in docs.items():
-            files = [n for n in self.store.listdir(self.sweep, *layout.selection_dir(key)) if n.endswith(".npz")]
-            if not files:
-                continue
-            stamps = tuple(self.store.stamp(self.sweep, *layout.selection_file(key, n)) for n in files)
+            present = [n for n in self.store.listdir(self.sweep, *layout.selection_dir(key)) if n.endswith(".npz")]
             part = f"{key}.parquet"
+            made = self.store.mtime(*table, part)
+            if not present and made is None:
+                continue  # a method that selects nothing (or a trial from before selections were exported)
+            expected = [selections.file_name(r) for r in range(_round_count(doc))] if present or made else []
+            files = sorted(set(present) | set(expected))
+            stamps = tuple(self.store.stamp(self.sweep, *layout.selection_file(key, n)) for n in files)
             if self._parts.get(key) == stamps:
                 continue
-            made = self.store.mtime(*table, part)
-            if key not in self._parts and made is not None and made * 1e9 > max(s[0] for s in stamps if s):
+            if (key not in self._parts and made is not None and None not in stamps
+                    and made * 1e9 > max(s[0] for s in stamps)):
                 self._parts[key] = stamps  # made by an earlier run from these very files
                 continue
-            self.store.write_atomic(_parquet(self._selection_part(doc, files), compression="zstd"), *table, part)
-            self._parts[key] = stamps
+            rows = self._selection_part(doc, files, table)
+            self.store.write_atomic(_parquet(rows, compression="zstd"), *table, part)
+            self._parts[key] = tuple(self.store.stamp(self.sweep, *layout.selection_file(key, n)) for n in files)
         for part in self.store.listdir(*table):
             if part.endswith(".parquet") and part[:-len(".parquet")] not in docs:
                 self.store.delete(*table, part)
                 self._parts.pop(part[:-len(".parquet")], None)
 
-    def _selection_part(self, doc: dict, files: List[str]) -> pa.Table:
-        """One trial's selections as rows; a round file that cannot be read (cut short) is left out, said once."""
-        cell, parts = _cell_columns(doc), []
+    def _selection_part(self, doc: dict, files: List[str], table: tuple) -> pa.Table:
+        """One trial's selections as rows. A round file that is missing or unreadable takes its rows from the part
+        the table already holds (written back to the file), or is named as lost."""
+        key, cell, parts, old = doc["key"], _cell_columns(doc), [], None
         for name in files:
-            picked = selections.decode(self.store.read(self.sweep, *layout.selection_file(doc["key"], name)) or b"")
+            where = self.store.uri(self.sweep, *layout.selection_file(key, name))
+            raw = self.store.read(self.sweep, *layout.selection_file(key, name))
+            picked = selections.decode(raw) if raw is not None else None
             if picked is None:
-                self.skipped.append(f"{self.store.uri(self.sweep, *layout.selection_file(doc['key'], name))}: not a "
-                                    f"selection file (cut short?); the trial's next run of that round rewrites it")
+                if old is None:
+                    old = _read_part(self.store.read(*table, f"{key}.parquet"))
+                number = int(name[len("round-"):-len(".npz")])
+                kept = old.filter(pc.equal(old["round"], number)) if old.num_rows else old
+                what = "is missing" if raw is None else "is not a selection file (cut short or overwritten)"
+                if kept.num_rows:
+                    parts.append(kept)
+                    try:
+                        self.store.write_atomic(selections.encode(_selection_of(kept)), self.sweep,
+                                                *layout.selection_file(key, name))
+                        done = "written back from"
+                    except (OSError, StorageError):  # a read-only folder: the part keeps them all the same
+                        done = "kept from"
+                    self._warn(f"{where} {what}; its {kept.num_rows} rows are {done} "
+                               f"{self.store.uri(*table, f'{key}.parquet')} (nothing else to do)")
+                else:
+                    self._warn(f"{where} {what}, and no table holds its rows: that round's selection is lost (every "
+                               f"other table is complete); to export it again, run the cell afresh: remove "
+                               f"{self.store.uri(self.sweep, layout.TRIALS, key)} and its tune/*/{key} folders, then "
+                               f"run the sweep")
                 continue
             n = len(picked["index"])
             clean = picked["clean"]
@@ -168,8 +199,46 @@ class Collector:
                  "clean": pa.array(clean == 1, mask=clean < 0)}, schema=SELECTIONS))
         return pa.concat_tables(parts) if parts else SELECTIONS.empty_table()
 
+    def _warn(self, line: str) -> None:
+        if line not in self.selection_warnings:
+            self.selection_warnings.append(line)
+
+    def warnings(self) -> List[str]:
+        """Every file this collector could not use as it was: trial files left out (`skipped`, of the latest
+        collection) and selection round files kept or lost (`selection_warnings`, since it was made)."""
+        return self.skipped + self.selection_warnings
+
+    def __getstate__(self):
+        """A pickled collector (Tune pickles its callbacks) carries its location, not its caches: they rebuild."""
+        return {"store": self.store, "sweep": self.sweep}
+
+    def __setstate__(self, state):
+        self.__init__(state["store"], state["sweep"])
+
     def finished_keys(self) -> set:
         return {d["key"] for d in self.trial_docs() if d["status"] == "finished"}
+
+
+def _round_count(doc: dict) -> int:
+    """The rounds a trial document records: its selections are round-0000.npz .. of as many files."""
+    return sum(1 for r in doc["records"] if r["kind"] == "round")
+
+
+def _read_part(raw: Optional[bytes]) -> pa.Table:
+    """A trial's part of selections.parquet as it is (an empty table if it is missing or unreadable)."""
+    try:
+        return pq.read_table(io.BytesIO(raw)).select(SELECTIONS.names).cast(SELECTIONS) if raw else \
+            SELECTIONS.empty_table()
+    except (pa.ArrowException, KeyError, ValueError):
+        return SELECTIONS.empty_table()
+
+
+def _selection_of(rows: pa.Table) -> dict:
+    """A round's selection (memomentum/selections.py) from its rows of the table."""
+    first = rows.slice(0, 1).to_pylist()[0]
+    clean = rows["clean"].to_pylist()
+    return {**{f: first[f] for f in selections.FIELDS}, "index": rows["index"].to_numpy(),
+            "noisy": rows["noisy_label"].to_numpy(), "clean": [-1 if c is None else int(c) for c in clean]}
 
 
 def _parse_doc(raw: Optional[bytes], key: str) -> dict:

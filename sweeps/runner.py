@@ -16,6 +16,7 @@ from typing import Callable, List, Optional, Tuple
 import yaml
 
 from memomentum.cifar_n import HUMAN, path_of, read_labels
+from memomentum.errors import clip, short
 from memomentum.data import DATA_ENV, DATASETS, DataError, check_files, load, resolve_root
 from memomentum.methods import METHODS
 from memomentum.noise import CACHE_ENV, check_split
@@ -26,6 +27,7 @@ from sweeps.grid import Cell, Grid, identity, read_yaml
 from sweeps.lock import DriverLock
 from sweeps.results import Collector
 from sweeps.storage import Storage
+from sweeps.terminal import echo
 
 # Seconds per epoch (training + validation, one network) for --dry-run's cost estimate: measured figures
 # from benchmarks/RESULTS.md's "Per-epoch cost figures" table where a row fits, else these guesses.
@@ -40,7 +42,7 @@ class SweepError(RuntimeError):
     """A problem with the sweep as a whole (resources, storage); the message says what to do."""
 
 
-def preflight(grid: Grid, address: Optional[str] = None, out: Callable[[str], None] = print) -> Storage:
+def preflight(grid: Grid, address: Optional[str] = None, out: Callable[[str], None] = echo) -> Storage:
     """Every check that needs no Ray, in the order a user would fix them; nothing is written to the
     storage before all of them pass. Returns the storage."""
     for dataset in grid.datasets:
@@ -77,7 +79,7 @@ def check_local_gpus(cells: List[Cell]) -> None:
                              f"resources.<dataset>.gpu")
 
 
-def check_same_grid(store: Storage, grid: Grid, out: Callable[[str], None] = print) -> None:
+def check_same_grid(store: Storage, grid: Grid, out: Callable[[str], None] = echo) -> None:
     """A sweep folder belongs to one grid: refuse a grid of the same name whose shared settings differ.
     A damaged grid.yaml is reported and replaced (the cells' keys hash their configs, so trials of
     another configuration could never be taken for this grid's)."""
@@ -116,7 +118,7 @@ def cell_seconds(cell: Cell, measured: Optional[dict] = None) -> Tuple[Optional[
     return typical * METHODS[cell.config.method].cost() * seconds, known  # e.g. an epoch of two networks costs two
 
 
-def dry_run(grid: Grid, out: Callable[[str], None] = print) -> None:
+def dry_run(grid: Grid, out: Callable[[str], None] = echo) -> None:
     out(f"grid {grid.name} ({grid.source}): {len(grid.cells)} cells -> storage {Storage(grid.storage).uri(grid.name)}")
     out(f"{'trial':44s} {'cpu':>5s} {'gpu':>5s}  {'epochs (typical / max)':>24s}")
     total_epochs, total_cost, worst_epochs = 0.0, {"gpu": 0.0, "cpu": 0.0}, 0
@@ -201,7 +203,7 @@ def expected_epochs(cell: Cell):
 
 
 def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int] = None,
-        out: Callable[[str], None] = print, wait_s: float = 900, verbose: bool = False,
+        out: Callable[[str], None] = echo, wait_s: float = 900, verbose: bool = False,
         status_every: float = 30.0) -> int:
     """Run (or continue) the sweep; returns the exit code (0: every cell finished). Without `address`,
     RAY_ADDRESS (set for drivers that `ray job submit` starts) names the cluster, else Ray starts here.
@@ -211,11 +213,14 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     store = preflight(grid, address, out)
     with DriverLock(store, grid.name):  # a second driver on this sweep refuses here, before any write
         collector = Collector(store, grid.name)
-        todo = pending(grid, collector)
+        todo, left_out = pending(grid, collector)
         for line in collector.skipped:
             out(f"warning: {line}")
-        out(f"sweep {grid.name}: {len(grid.cells)} cells, {len(grid.cells) - len(todo)} already finished, "
-            f"{len(todo)} to run; storage {store.uri(grid.name)}")
+        finished = len(grid.cells) - len(todo) - len(left_out)
+        out(f"sweep {grid.name}: {len(grid.cells)} cells, {finished} already finished, {len(todo)} to run"
+            f"{f', {len(left_out)} left out' if left_out else ''}; storage {store.uri(grid.name)}")
+        for line in left_out[:5]:
+            out(f"warning: {line}")
         if todo:
             connect(address, verbose)
             wait_for_resources(todo, wait_s if address else 0, out)
@@ -234,15 +239,30 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     except Exception as exc:  # a plotting problem must not hide the sweep's outcome
         out(f"warning: could not draw the figures ({type(exc).__name__}: {exc}); "
             f"run_sweep.py --report {store.uri(grid.name)} retries")
-    return summarize(grid, store, tables, collector.skipped, out)
+    return summarize(grid, store, tables, collector.warnings() + left_out[:5], out)
 
 
-def pending(grid: Grid, collector: Collector) -> List[Cell]:
-    """The grid's cells without a finished trial under their key (a key names the cell, what it computes and its
-    method's version: a raised version leaves that method's finished trials under old keys, so its cells run
-    again, and no other)."""
-    finished = collector.finished_keys()
-    return [c for c in grid.cells if c.key not in finished]
+def pending(grid: Grid, collector: Collector) -> Tuple[List[Cell], List[str]]:
+    """(the grid's cells without a finished trial under their key, a line per cell left out). A key names the cell,
+    what it computes and its method's version: a raised version leaves that method's finished trials under old keys,
+    so its cells run again, and no other. A finished trial under the key whose recorded version is not this code's
+    (a sweep folder from a newer release, a damaged file) is neither taken for this code's nor overwritten: its cell
+    is left out, with the reason."""
+    finished = {d["key"]: d for d in collector.trial_docs() if d["status"] == "finished"}
+    todo, left_out = [], []
+    for cell in grid.cells:
+        doc = finished.get(cell.key)
+        if doc is None:
+            todo.append(cell)
+            continue
+        recorded = doc.get("method_version")
+        mismatch = paper.version_mismatch(cell.config.method, recorded)
+        if mismatch is not None:
+            left_out.append(f"{cell.name} is left out: its finished trial was made by {'a' if mismatch == 'newer' else 'an'} "
+                            f"{mismatch} version ({short(recorded)}) of {cell.config.method}, not this code's version "
+                            f"{METHODS[cell.config.method].version}: run it with that version, or remove the cell "
+                            f"({collector.store.uri(grid.name, layout.TRIALS, cell.key)}) to run it here")
+    return todo, left_out
 
 
 def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Callable[[str], None]) -> int:
@@ -250,12 +270,18 @@ def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Calla
     for line in skipped:
         out(f"warning: {line}")
     rows = {t["key"]: t for t in tables["trials"].to_pylist()}
-    done = {k for k, t in rows.items() if t["status"] == "finished"}
+    done = {k for k, t in rows.items() if t["status"] == "finished" and not paper.superseded(t)}
+    other = {k for k, t in rows.items() if t["status"] == "finished" and paper.superseded(t)}
     failed = [(c, rows[c.key]) for c in grid.cells if c.key in rows and rows[c.key]["status"] == "error"]
     failed_keys = {c.key for c, _ in failed}
-    unfinished = [c.name for c in grid.cells if c.key not in done and c.key not in failed_keys]
+    unfinished = [c.name for c in grid.cells if c.key not in done and c.key not in failed_keys and c.key not in other]
+    left_out = [c.name for c in grid.cells if c.key in other]
     out(f"tables, figures and report.md: {store.uri(grid.name, layout.RESULTS)} ({len(done)} finished trials)")
-    out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, layout.TENSORBOARD)}")
+    if store.local_root is not None:
+        out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, layout.TENSORBOARD)}")
+    else:  # cloud storage: each trial's event files travel with its Tune artifacts
+        out(f"TensorBoard: the event files are under {store.uri(grid.name, layout.TUNE)}/<run>/<trial>/tensorboard; "
+            f"copy that folder down (e.g. aws s3 sync / gsutil rsync) and run tensorboard --logdir on the copy")
     versions = paper.code_versions_line(tables["trials"])
     if versions:
         out(versions)
@@ -267,7 +293,11 @@ def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Calla
     if unfinished:
         out(f"{len(unfinished)} cell(s) did not finish ({', '.join(unfinished[:3])}{'...' if len(unfinished) > 3 else ''}); "
             f"run the same command again to continue them")
-    if failed or unfinished:
+    if left_out:
+        out(f"{len(left_out)} cell(s) were left out of the tables ({', '.join(left_out[:3])}"
+            f"{'...' if len(left_out) > 3 else ''}): their finished trials were made by another version of their "
+            f"method (the warnings above say which)")
+    if failed or unfinished or left_out:
         return 1
     out(paper.render_markdown(tables["paper_table"], tables["trials"], title=f"Sweep `{grid.name}`", brief=True))
     out(f"(the last-epoch, optimistic and published tables, and every note: "
@@ -290,7 +320,7 @@ def connect(address: Optional[str], verbose: bool = False) -> None:
 
 
 def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, max_concurrent,
-          verbose: bool = False, status_every: float = 30.0, out: Callable[[str], None] = print):
+          verbose: bool = False, status_every: float = 30.0, out: Callable[[str], None] = echo):
     # Tune's CSV and TensorBoard loggers would duplicate what the trainable writes; its JSON
     # logger stays (result.json per trial) so that Tune's own result analysis works.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -337,8 +367,39 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
     out(f"[00:00] {progress.status()}")
     # Tune's new output engine prints an experiment box even at verbose 0; its legacy engine prints nothing there
     quiet = {} if verbose else {"RAY_AIR_NEW_OUTPUT": "0"}
-    with _environ(quiet):
-        tuner.fit()
+    state_log = logging.getLogger(TUNE_STATE_LOGGER)
+    one_line = OneLineTuneState(out)
+    if not verbose:
+        state_log.addFilter(one_line)
+    try:
+        with _environ(quiet):
+            tuner.fit()
+    finally:
+        state_log.removeFilter(one_line)
+
+
+TUNE_STATE_LOGGER = "ray.tune.execution.experiment_state"
+
+
+class OneLineTuneState(logging.Filter):
+    """Tune logs a failure to save its experiment state (a full disk, a storage hiccup) as a traceback of some 20
+    lines, though the sweep never reads that state (its cells resume from trials/ and their checkpoints): said here
+    as one warning line instead, once per distinct error; --verbose keeps Tune's own lines."""
+
+    def __init__(self, out: Callable[[str], None]):
+        super().__init__()
+        self.out, self.said = out, set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        what = f"{type(exc).__name__}: {clip(exc, 160)}" if exc is not None else clip(record.getMessage(), 160)
+        if what not in self.said:
+            self.said.add(what)
+            self.out(f"warning: Ray Tune could not save its experiment state ({what}); the sweep goes on (it resumes "
+                     f"from its trial files and checkpoints, not from that state)")
+        return False
 
 
 @contextlib.contextmanager
@@ -467,7 +528,7 @@ def collect_callback(collector: Collector, specs: dict, every: float = COLLECT_E
     from ray import tune
 
     from memomentum.progress import dumps
-    from sweeps.terminal import last_error_line
+    from sweeps.terminal import trial_error
 
     class CollectOnTrialEnd(tune.Callback):
         due = False  # a trial ended since the last rebuild
@@ -483,12 +544,13 @@ def collect_callback(collector: Collector, specs: dict, every: float = COLLECT_E
 
         def on_trial_error(self, iteration, trials, trial, **info):
             key = trial.config["cell"]
-            message = last_error_line(trial, "the trial failed after its retries; see its log in the Ray output", 500)
+            error = trial_error(trial, "the trial failed after its retries; see its log in the Ray output")
             try:
                 spec = specs.get(key, {})
                 cell = {k: spec.get(k) for k in ("key", "name", "trial", "cpu", "gpu")}
-                collector.store.write_atomic(dumps({"error": message, "cell": cell}).encode(), collector.sweep,
-                                             *layout.error_file(key))
+                collector.store.write_atomic(dumps({"error": error["line"], "type": error["type"],
+                                                    "message": error["message"], "traceback": error["traceback"],
+                                                    "cell": cell}).encode(), collector.sweep, *layout.error_file(key))
             except Exception as exc:  # never let bookkeeping take the sweep down
                 print(f"warning: could not record the failure of {key}: {exc}", file=sys.stderr)
             self._collect()

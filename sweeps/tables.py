@@ -107,11 +107,24 @@ def method_order(method: str) -> int:
     return names.index(method) if method in names else len(names)
 
 
+def version_mismatch(method: str, recorded) -> Optional[str]:
+    """None when `recorded` is the registry's version of `method` (a file written before versions existed records
+    none: version 1); else "earlier", "newer" or "unknown" (not a version any method has, e.g. 0)."""
+    known = METHODS.get(method)
+    if known is None:
+        return None
+    if recorded is None:
+        recorded = 1
+    if not isinstance(recorded, int) or isinstance(recorded, bool) or recorded < 1:
+        return "unknown"
+    return None if recorded == known.version else "earlier" if recorded < known.version else "newer"
+
+
 def superseded(row: dict) -> bool:
-    """A trial made by another version of its method than the registry's (its cells ran again under new keys):
-    kept in trials.parquet, left out of the paper table and the figures."""
-    method = METHODS.get(row.get("method"))
-    return method is not None and (row.get("method_version") or 1) != method.version
+    """A trial made by another version of its method than the registry's (an earlier one: its cells ran again
+    under new keys; a newer or unknown one: never taken for this code's): kept in trials.parquet, left out of the
+    paper table and the figures."""
+    return version_mismatch(row.get("method"), row.get("method_version")) is not None
 
 
 def paper_table(trials: pa.Table) -> pa.Table:
@@ -282,8 +295,8 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     lines += ["Test accuracy (%) at the best noisy-validation score. Each cell: ours, mean ± std over seeds "
               "(n seeds) / published / ours − published / verdict; n/a where nothing is published.", LEGEND, ""]
     lines += header + _rows(by_row, columns, _main_cell)
-    if brief:
-        return "\n".join(lines) + "\n"
+    if brief:  # a note changes how a row reads (a DMI row that is its warm-up): said even here
+        return "\n".join(lines + _trial_notes(trials)) + "\n"
     lines += ["", ACCURACIES, ""]
     lines += _seeds_and_noise(rows, columns)
     lines += ["", "Test accuracy (%) at the last epoch / mean over the last 10 epochs (mean ± std over seeds; for "
@@ -299,10 +312,16 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     versions = code_versions_line(trials) if trials is not None else None
     if versions:
         lines += ["", versions]
-    old = sum(1 for r in trials.to_pylist() if r["status"] == "finished" and superseded(r)) if trials is not None else 0
-    if old:
-        lines += ["", f"Note: {old} finished trial(s) were made by an earlier version of their method and are left "
-                      f"out of these tables (trials.parquet keeps them, with their method_version)."]
+    other = defaultdict(int)
+    for r in trials.to_pylist() if trials is not None else ():
+        if r["status"] == "finished" and superseded(r):
+            other[version_mismatch(r["method"], r.get("method_version"))] += 1
+    if other:
+        said = ", ".join(f"{n} by {'a' if kind == 'newer' else 'an'} {kind} version" for kind, n in sorted(other.items()))
+        lines += ["", f"Note: {sum(other.values())} finished trial(s) were made by another version of their method "
+                      f"than this code's ({said}) and are left out of these tables (trials.parquet keeps them, with "
+                      f"their method_version)."]
+    lines += _trial_notes(trials)
     zeros = zero_by_rule(trials) if trials is not None else 0
     if zeros:
         lines += ["", f"Note: {zeros} trial(s) report 0: no epoch ever set their test accuracy. For "
@@ -313,6 +332,20 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     if baselines:
         lines += ["", "Published numbers (same source), for context:", ""] + header + baselines
     return "\n".join(lines) + "\n"
+
+
+def _trial_notes(trials: Optional[pa.Table]) -> List[str]:
+    """One line per distinct note the methods left on the finished trials the tables show (e.g. a DMI round that
+    moved no weight, so the row is its warm-up's), with how many trials of which cells say it."""
+    if trials is None or "note" not in trials.column_names:
+        return []
+    said = defaultdict(list)
+    for r in trials.to_pylist():
+        if r["status"] == "finished" and r.get("note") and not superseded(r):
+            said[(r["method"], r["note"])].append(f"{r['dataset']} {column_label(*setting(r))} seed {r['seed']}")
+    return [line for (method, note), where in sorted(said.items()) for line in
+            ("", f"Note: {len(where)} {method} trial(s) ({', '.join(where[:4])}{', ...' if len(where) > 4 else ''}): "
+                 f"{note}.")]
 
 
 def _seeds_and_noise(rows: List[dict], columns: List[tuple]) -> List[str]:

@@ -74,7 +74,7 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
     for state, records, source in _states(tune.get_checkpoint(), cell.get("resume_from") or [], store, sweep,
                                           cell["key"], say):
         try:
-            trial = make_trial(cfg, state=state)
+            trial = make_trial(cfg, state=state, progress=tell)
             break
         except ConfigError as exc:  # a checkpoint this trial cannot continue from: try the next one
             say(f"cannot resume from {source} ({exc}); trying an older checkpoint or a fresh start")
@@ -116,7 +116,11 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
             _write_doc(store, sweep, doc)
             guard("TensorBoard hparams", _final_metrics, writer, record)
             guard("closing TensorBoard", writer.close)
+            if record.get("note"):
+                guard("the note line", lambda: say(f"note: {record['note']}"))
             final = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if record.get("note"):
+                final["note"] = record["note"]
             _report(tune, {**(pending or {}), **{f"final_{k}": v for k, v in final.items()}, "finished": 1}, None)
 
 

@@ -111,7 +111,7 @@ def test_dmi_loss_is_the_references(mean):
     torch.manual_seed(1)
     logits = torch.randn(64, 10, requires_grad=True)
     labels = torch.arange(64) % 10
-    ours, singular = dmi_loss(logits, labels, 10, mean=mean)
+    ours, singular, _ = dmi_loss(logits, labels, 10, mean=mean)
     theirs = reference_dmi(logits, labels, 10, mean=mean)
     assert torch.allclose(ours, theirs) and not bool(singular)
     g1, = torch.autograd.grad(ours, logits)
@@ -124,8 +124,8 @@ def test_a_class_absent_from_the_batch_gives_det_zero_a_constant_loss_and_no_gra
     logits = torch.randn(30, 10, requires_grad=True)
     labels = torch.arange(30) % 9  # class 9 absent: M has a zero row
     for logdet in (False, True):
-        loss, singular = dmi_loss(logits, labels, 10, logdet=logdet)
-        assert bool(singular)
+        loss, singular, flat = dmi_loss(logits, labels, 10, logdet=logdet)
+        assert bool(singular) and bool(flat)
         grad, = torch.autograd.grad(loss, logits)
         assert torch.count_nonzero(grad) == 0 and torch.isfinite(loss)
     assert np.isclose(dmi_loss(logits, labels, 10)[0].item(), -np.log(0.001))
@@ -173,4 +173,109 @@ def test_dmi_official_settings_per_data_set():
         (100, 1e-6, "sgd", False)
     mnist = TrialConfig.from_dict({"dataset": "mnist", "method": "dmi"})
     assert (mnist.lr, mnist.batch_size, mnist.epochs_per_stage, mnist.weight_decay) == (1e-4, 128, 20, 0.0)
-    assert (mnist.options.dmi_epochs, mnist.options.dmi_optimizer, mnist.options.dmi_mean) == (20, "adam", True)
+    assert (mnist.options.dmi_epochs, mnist.options.dmi_optimizer, mnist.options.dmi_mean) == (20, "adam", False)
+    assert not c10.options.dmi_keep_optimizer and not mnist.options.dmi_keep_optimizer
+
+
+# --- DMI: the MNIST-like recipe's M, a new optimizer every epoch, bf16, non-finite losses ---------------------------
+DMI_DIGITS = {"dataset": "digits", "method": "dmi", "noise_type": "pairflip", "noise_rate": 0.4, "seed": 1,
+              "epochs_per_stage": 3, "dmi_epochs": 3, **DEVICE_CONFIG}
+
+
+def dmi_round_weights(monkeypatch, **extra):
+    """(the trial's result, the weights the DMI round started from, the weights it ended with)."""
+    from memomentum.methods.dmi import DMITrial
+
+    snaps = {}
+    real = DMITrial._end_round
+
+    def spy(self):
+        if self.s.inner == 1:
+            snaps["end"] = {k: v.detach().clone() for k, v in self._model.named_parameters()}
+            snaps["start"] = {k: v for k, v in self.s.keep.items() if k in snaps["end"]}
+        return real(self)
+
+    monkeypatch.setattr(DMITrial, "_end_round", spy)
+    records = list(make_trial(TrialConfig.from_dict({**DMI_DIGITS, **extra})).records())
+    return records, snaps["start"], snaps["end"]
+
+
+def test_the_mnist_like_dmi_round_trains_with_m_and_is_a_no_op_with_m_over_b(monkeypatch):
+    """With M / B (the binary Fashion script's, 10 classes) |det| <= 1e-10 << 0.001: the loss is constant, Adam moves
+    no weight, and the trial says so (flat share 1.0, a note); with the CIFAR scripts' M (the default) it trains."""
+    records, start, end = dmi_round_weights(monkeypatch, dmi_mean=True)
+    assert all(torch.equal(start[k], end[k]) for k in start)  # the DMI round moved no weight at all
+    result = records[-1]
+    assert result["dmi_flat_share"] == 1.0 and result["dmi_moved"] is False
+    assert "the DMI round moved no weight" in result["note"] and "warm-up's" in result["note"]
+    assert [r["dmi_flat_share"] for r in records if r["kind"] == "epoch" and r["inner"] == 1] == [1.0] * 3
+    records, start, end = dmi_round_weights(monkeypatch)
+    assert not all(torch.equal(start[k], end[k]) for k in start)
+    assert records[-1]["dmi_moved"] is True and records[-1]["note"] is None
+
+
+def test_dmi_builds_a_new_optimizer_every_epoch_as_the_references(monkeypatch):
+    """L_DMI CIFAR-10/CE.py and DMI.py build a new SGD inside the epoch loop, fashion/main.py a new Adam: every epoch
+    starts with fresh moments and step counter. dmi_keep_optimizer keeps one per round."""
+    from memomentum.methods.dmi import DMITrial
+
+    steps = []
+    real = DMITrial._end_epoch
+
+    def spy(self, *a, **k):
+        steps.append(max(int(st["step"]) for st in self._optimizer.state.values()))
+        return (yield from real(self, *a, **k))
+
+    monkeypatch.setattr(DMITrial, "_end_epoch", spy)
+    per_epoch = -(-1293 // 128)  # digits' training split in batches of 128 (the last short batch kept)
+    list(make_trial(TrialConfig.from_dict(DMI_DIGITS)).records())
+    assert len(set(steps)) == 1 and steps[0] <= per_epoch  # Adam's counter restarts every epoch
+    steps.clear()
+    list(make_trial(TrialConfig.from_dict({**DMI_DIGITS, "dmi_keep_optimizer": True})).records())
+    assert steps[:3] == [steps[0], 2 * steps[0], 3 * steps[0]]  # one Adam per round: its counter runs on
+
+
+def test_dmi_runs_under_bf16_with_its_determinant_in_float32():
+    """Under bf16 autocast torch.det gets a bf16 matrix and has no kernel for it: the loss is computed outside
+    autocast, in float32, so a bf16 trial runs; in fp32 nothing changes (the reference's values, above)."""
+    logits = torch.randn(64, 10, requires_grad=True)
+    labels = torch.arange(64) % 10
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _, _ = dmi_loss(logits, labels, 10)
+    assert loss.dtype == torch.float32 and torch.equal(loss, dmi_loss(logits, labels, 10)[0])
+    result = list(make_trial(TrialConfig.from_dict({**DMI_DIGITS, "precision": "bf16", "device": "cpu",
+                                                    "deterministic": False})).records())[-1]
+    assert result["epochs"] == 6 and result["precision_mode"] == "bf16"
+
+
+def test_a_dmi_loss_that_is_not_finite_never_reaches_the_optimizer(monkeypatch):
+    """det M beyond float32 (a batch holding every class of 100, a confident network) makes the loss -inf and its
+    gradients NaN: such a batch is skipped, counted, and said in the trial's note; the weights stay finite."""
+    from memomentum.methods import dmi
+
+    assert dmi.may_overflow(1024, 100) and not dmi.may_overflow(256, 100) and not dmi.may_overflow(256, 10)
+    big = torch.full((1024, 100), -30.0)
+    labels = torch.arange(1024) % 100
+    big[torch.arange(1024), labels] = 30.0  # confident and right: det M ~ prod of the class counts ~ 1e101
+    assert not torch.isfinite(dmi_loss(big, labels, 100)[0])
+    real, calls = dmi.dmi_loss, []
+
+    def every_other_overflows(logits, labels, num_classes, mean=False, logdet=False):
+        calls.append(1)
+        loss, singular, flat = real(logits, labels, num_classes, mean, logdet)
+        return (loss * float("inf") if len(calls) % 2 else loss), singular, flat
+
+    monkeypatch.setattr(dmi, "dmi_loss", every_other_overflows)
+    records, start, end = dmi_round_weights(monkeypatch)
+    result = records[-1]
+    assert result["dmi_skipped"] == (len(calls) + 1) // 2 > 0 and "were skipped" in result["note"]
+    assert all(torch.isfinite(v).all() for v in end.values())
+
+
+def test_a_dmi_batch_that_can_overflow_requires_logdet():
+    from memomentum.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="usually holds every class, and det M can then exceed float32"):
+        TrialConfig.from_dict({"dataset": "cifar100", "method": "dmi", "dmi_batch_size": 1024})
+    TrialConfig.from_dict({"dataset": "cifar100", "method": "dmi", "dmi_batch_size": 1024, "dmi_logdet": True})
+    TrialConfig.from_dict({"dataset": "cifar100", "method": "dmi"})  # 256: rarely every class; skipped if it overflows

@@ -91,6 +91,26 @@ def test_a_methods_settings_are_routed_to_its_options_and_written_flat():
     ({"method": "memomentum", "max_inner": 0}, "max_inner=0 must be at least 1"),
     ({"method": "jocor", "forget_rate": "0.3"}, "must be a number"),
     ({"method": "memomentum", "forget_rat": 0.3}, "unknown config field 'forget_rat'"),
+    # a warm-up covering the whole trial makes SFT its warm-up cross-entropy
+    ({"method": "sft", "epochs_per_stage": 5}, "sft_warm_up=10 covers the whole trial of epochs_per_stage=5"),
+    ({"method": "sft", "sft_warm_up": 20, "epochs_per_stage": 20}, "no epoch would filter"),
+    # counts beyond what memory or a run can hold (memomentum/limits.py)
+    ({"method": "selfie", "selfie_history": 10 ** 9}, "selfie_history=1000000000 is beyond the limit of 1,000"),
+    ({"method": "selfie", "selfie_history": 10 ** 30}, "is beyond the limit of 1,000 predictions per example"),
+    ({"method": "sft", "sft_k": 10 ** 9}, "sft_k=1000000000 is beyond the limit of 1,000 epochs"),
+    ({"method": "selfie", "selfie_restarts": 10 ** 30}, "beyond the limit of 1,000 restarts"),
+    ({"method": "pes", "t2": 10 ** 30}, "(31 characters) is beyond the limit of 100,000 epochs"),
+    ({"method": "pes", "t3": 10 ** 6}, "t3=1000000 is beyond the limit of 100,000 epochs"),
+    ({"method": "ce", "epochs_per_stage": 10 ** 30}, "epochs_per_stage=100000000"),
+    ({"method": "ce", "batch_size": 10 ** 9}, "batch_size=1000000000 is beyond the limit of 1,048,576 examples"),
+    ({"method": "ce", "checkpoint_every": 10 ** 9}, "checkpoint_every=1000000000 is beyond the limit"),
+    ({"method": "ce", "lr_milestones": [40, 10 ** 9]}, "lr_milestones=[40, 1000000000] must be whole epochs from 1"),
+    ({"method": "memomentum", "max_outer": 10 ** 9}, "max_outer=1000000000 is beyond the limit of 1,000 loops"),
+    ({"method": "coteaching", "num_gradual": 10 ** 9}, "num_gradual=1000000000 is beyond the limit"),
+    ({"method": "peer", "peer_warmup": 10 ** 9}, "peer_warmup=1000000000 is beyond the limit"),
+    ({"method": "dmi", "dmi_epochs": 10 ** 9}, "dmi_epochs=1000000000 is beyond the limit of 100,000 epochs"),
+    ({"method": "dmi", "dmi_epochs": 0}, "dmi_epochs=0 leaves no DMI epoch"),
+    ({"method": "dmi", "dmi_batch_size": 10 ** 9}, "dmi_batch_size=1000000000 is beyond the limit"),
 ])
 def test_settings_a_method_does_not_have_or_out_of_range_are_refused(values, fragment):
     with pytest.raises(ConfigError) as err:

@@ -182,3 +182,33 @@ def test_the_dry_run_cost_uses_measured_figures_and_says_where_it_guesses(tmp_pa
     assert "from measured per-epoch figures" in quick.stdout
     paper = run_cli("grids/paper.yaml", "--dry-run", "--storage", str(tmp_path))
     assert "guessed for lenet/gpu/fp32" in paper.stdout
+
+
+def test_every_value_list_methods_prints_reads_back_from_a_grid_and_from_set():
+    """`--list-methods` prints `dmi_lr=1e-06`, `lr_milestones=[40, 80]`: written into a grid as `key: value` (YAML
+    1.1 reads 1e-06 without a dot as a string) or given to --set, each is accepted as the same value."""
+    from memomentum.__main__ import _settings
+    from memomentum.config import _check_type, field_types, parse_value
+    from memomentum.data import DATASETS
+    from memomentum.methods import METHODS
+    from sweeps.grid import read_yaml
+
+    seen = 0
+    for name, method in METHODS.items():
+        values = {**method.options().to_dict()}
+        for settings in [*method.defaults.values(), *(DATASETS[d].defaults for d in DATASETS)]:
+            values.update({k: v for k, v in settings.items() if k in field_types(name)})
+        for key, value in values.items():
+            printed = _settings({key: value}).split("=", 1)[1]
+            kind = field_types(name)[key]
+            from_grid = _check_type(key, read_yaml(f"{key}: {printed}")[key], kind)
+            assert from_grid == (tuple(value) if kind is tuple else value), (name, key, printed)
+            assert parse_value(key, printed) == from_grid, (name, key, printed)
+            seen += 1
+    assert seen > 60
+    grid = parse_grid({"name": "g", "datasets": ["digits"], "noise": [{"type": "symmetric", "rates": [0.2]}],
+                       "seeds": [1], "methods": ["dmi", "pes"]},
+                      source="inline")  # the same through a whole grid file, as a user writes it
+    text = yaml.safe_dump(grid.raw) + "method_config: {dmi: {dmi_lr: 1e-06}, pes: {pes_lr: 1e-4}}\n"
+    cells = {c.config.method: c.config for c in parse_grid(read_yaml(text)).cells}
+    assert cells["dmi"].options.dmi_lr == 1e-6 and cells["pes"].options.pes_lr == 1e-4

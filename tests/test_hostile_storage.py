@@ -69,6 +69,7 @@ def lock_cases():
         ("heartbeat far in the future", lambda beat: {"host": "elsewhere", "pid": 7, "heartbeat": time.time() + 1e6}),
         ("heartbeat not finite", lambda beat: '{"host": "elsewhere", "pid": 7, "heartbeat": 1e999}'),
         ("heartbeat not a number", lambda beat: {"host": "elsewhere", "pid": 7, "heartbeat": "soon"}),
+        ("heartbeat a 400-digit integer", lambda beat: '{"host": "elsewhere", "pid": 7, "heartbeat": ' + "9" * 400 + "}"),
         ("pid too large for the platform", lambda beat: {"host": here, "pid": 2 ** 70, "token": "t", "heartbeat": beat}),
         ("pid a boolean, host a list", lambda beat: {"host": ["x"], "pid": True, "token": 5, "heartbeat": beat}),
         ("not JSON", lambda beat: "{half a lock"),

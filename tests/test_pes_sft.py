@@ -94,6 +94,22 @@ def test_pes_settings():
         TrialConfig.from_dict({"dataset": "digits", "method": "pes", "epochs_per_stage": 20})
 
 
+def test_a_long_refinement_says_how_far_it_is(monkeypatch):
+    """The refinement yields no record for its T2 + T3 epochs: it prints progress lines instead (at most every
+    PROGRESS_EVERY_S seconds; here every epoch), so a long one never looks hung."""
+    from memomentum import trial as trial_mod
+
+    monkeypatch.setattr(trial_mod, "PROGRESS_EVERY_S", 0.0)
+    lines = []
+    trial = make_trial(TrialConfig.from_dict({**PES_TINY, "t2": 3, "t3": 2}), progress=lines.append)
+    for _ in trial.records():
+        pass
+    deep, last = HEADS["digitsnet"]
+    assert [line.split(":")[0] for line in lines] == [f"refinement of {'+'.join(deep)}"] * 3 + \
+        [f"refinement of {'+'.join(last)}"] * 2
+    assert lines[0].startswith(f"refinement of {'+'.join(deep)}: epoch 1 of 3, loss ")
+
+
 # --- SFT ----------------------------------------------------------------------------------------------
 def reference_eval_train(outputs, targets, memory_bank, k, selection):
     """1998v7/Self-Filtering function.py eval_train on one batch of logits (its per-example loop)."""
@@ -195,3 +211,79 @@ def test_sft_trains_on_every_example_then_on_the_filtered_ones():
     assert all(r["kept_precision"] > records[0]["kept_precision"] + 10 for r in records[6:])
     assert cfg.batch_size == 32 and cfg.options.sft_warmup_batch_size == 128
     assert TrialConfig.from_dict({"dataset": "cifar100", "method": "sft"}).options.sft_warm_up == 30
+
+
+# --- the reference's edge cases (PES_cs.py noisy_refine, its loaders' drop_last; SFT's float64 threshold) --------
+def reference_noisy_refine_runs(refine_times: int) -> bool:
+    """tmllab/PES PES_cs.py:106-107, transcribed: `if refine_times <= 0: return model` comes before any
+    re-initialisation or freezing."""
+    return not refine_times <= 0
+
+
+@pytest.mark.parametrize("t2, t3", [(0, 1), (1, 0), (0, 0)])
+def test_pes_skips_a_refinement_phase_of_zero_epochs_whole(monkeypatch, t2, t3):
+    """A phase the reference skips (refine_times <= 0) re-initialises nothing and freezes nothing: its modules come
+    out of the refinement as they went in and stay in the main SGD; the phases that ran replace theirs."""
+    from memomentum.methods import pes
+
+    seen = {}
+    real = pes.PESTrial._refine
+
+    def spy(self):
+        before = {k: v.clone() for k, v in self._model.named_parameters()}
+        out = real(self)
+        seen["changed"] = {k.split(".")[0] for k, v in self._model.named_parameters() if not torch.equal(before[k], v)}
+        seen["in_sgd"] = {n.split(".")[0] for n, p in self._model.named_parameters()
+                          if any(p is q for g in self._optimizer.param_groups for q in g["params"])}
+        seen["trainable"] = all(p.requires_grad for p in self._model.parameters())
+        return out
+
+    monkeypatch.setattr(pes.PESTrial, "_refine", spy)
+    run_pes(t2=t2, t3=t3)
+    deep, last = HEADS["digitsnet"]
+    replaced = (set(deep) if reference_noisy_refine_runs(t2) else set()) | \
+        (set(last) if reference_noisy_refine_runs(t3) else set())
+    assert seen["changed"] == replaced  # a skipped phase leaves its modules untouched, nothing else moves
+    every = {n.split(".")[0] for n, _ in make_trial(TrialConfig.from_dict(PES_TINY)).fresh_model(1).named_parameters()}
+    assert seen["in_sgd"] == every - replaced and seen["trainable"]
+
+
+def test_pes_takes_no_step_on_a_confident_set_shorter_than_a_batch(monkeypatch):
+    """The reference's loaders drop the short last batch (drop_last=True): a confident set of fewer examples than a
+    batch gives no step that iteration, so no weight moves (BatchNorm statistics aside)."""
+    from memomentum.methods import pes
+
+    monkeypatch.setattr(pes, "two_view_confident", lambda feed, model, idx: idx[:PES_TINY["batch_size"] - 1])
+    records, snaps = run_pes()
+    epochs = [r for r in records if r["kind"] == "epoch" and r["inner"] == 2]
+    assert epochs and all(r["n_train"] == PES_TINY["batch_size"] - 1 for r in epochs)
+    assert all(r["train_loss"] is None for r in epochs)  # no batch trained: unknown, never 0
+    weights = [k for k, _ in make_trial(TrialConfig.from_dict(PES_TINY)).fresh_model(1).named_parameters()]
+    assert all(torch.equal(snaps["refined"][k], snaps["before_last"][k]) for k in weights)  # the first pes epoch
+
+
+def reference_sft_select(memory_bank, fluctuation_, k):
+    """1998v7/Self-Filtering function.py:119-125, transcribed (memory_bank: k float32 tensors, fluctuation_: a list
+    of 0 / 1)."""
+    confidence_smooth = torch.zeros_like(memory_bank[0])
+    for i in range(k):
+        confidence_smooth += memory_bank[i]
+    prob = (confidence_smooth.numpy() + np.array(fluctuation_)) / (k + 1)
+    return prob > 0.5
+
+
+def test_sft_threshold_is_the_references_float64_rule_within_a_float32_step_of_one_half():
+    from memomentum.methods.sft import selected
+
+    step = np.float32(np.nextafter(np.float32(0.5), np.float32(1)) - np.float32(0.5))  # 2**-24
+    values = [0.5 + d * step for d in range(-3, 4)] + [1.5 + d * 2 * step for d in range(-3, 4)] + [0.0, 0.75, 3.0]
+    rows = torch.tensor([[v, 0.0] for v in values] + [[0.0, v] for v in values], dtype=torch.float32).T
+    for f_value in (0, 1):
+        f = [f_value] * rows.shape[1]
+        ours = selected(rows, torch.tensor(f, dtype=torch.float32)).numpy()
+        theirs = reference_sft_select(list(rows), f, 2)
+        assert (ours == theirs).all()
+    # the float32 rule it replaces differs there: (0.5 + 2**-24) + 1 rounds to 1.5 in float32
+    bank = torch.tensor([[0.5 + step], [0.0]], dtype=torch.float32)
+    one = torch.ones(1)
+    assert bool(selected(bank, one)) and not bool((bank.sum(0) + one) / 3 > 0.5)

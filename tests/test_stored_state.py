@@ -149,3 +149,26 @@ def test_a_dead_drivers_lock_does_not_block(tmp_path):
     old = time.time() - 3600
     os.utime(tmp_path / "sw" / "driver.lock", (old, old))
     DriverLock(store, "sw").acquire().release()
+
+
+@pytest.mark.parametrize("recorded, kind", [(99, "a newer version (99)"), (0, "an unknown version (0)")])
+def test_a_finished_trial_of_another_method_version_is_left_out_with_its_reason_never_overwritten(
+        sweep, tmp_path, recorded, kind):
+    """A sweep folder from a newer release (or a file whose method_version no method has): the cell is neither
+    counted as finished nor run again over it; the run says why it is left out and exits 1."""
+    from sweeps import runner
+    from sweeps.grid import parse_grid
+
+    key = doc_for(2)["key"]
+    put(sweep, key, "trial.json", json.dumps(doc_for(2, method_version=recorded)).encode())
+    before = sweep.read("sw", "trials", key, "trial.json")
+    grid = parse_grid({"name": "sw", "datasets": ["digits"], "noise": [{"type": "symmetric", "rates": [0.2]}],
+                       "seeds": [1, 2], "methods": ["ce"]}, storage=str(tmp_path))
+    assert {c.key for c in grid.cells} == {doc_for(1)["key"], key}
+    lines = []
+    assert runner.run(grid, out=lines.append) == 1
+    assert lines[0].startswith("sweep sw: 2 cells, 1 already finished, 0 to run, 1 left out")
+    said = [line for line in lines if "is left out" in line]
+    assert said and f"made by {kind} of ce, not this code's version" in said[0] and "remove the cell" in said[0]
+    assert any("1 cell(s) were left out of the tables" in line for line in lines)
+    assert sweep.read("sw", "trials", key, "trial.json") == before

@@ -295,3 +295,30 @@ def test_raising_a_methods_version_reruns_its_finished_cells_and_no_others(finis
     assert sorted(c.name for c in scheduled) == sorted(c.name for c in grid.cells if c.config.method == "ce")
     assert {c.key for c in again.cells if c.config.method == "memomentum"} == \
         {c.key for c in grid.cells if c.config.method == "memomentum"}
+
+
+def test_a_failed_trial_keeps_its_exception_type_and_whole_message(ray_local, tmp_path):
+    """A trial failing with a multi-line torch error (a weights file whose shapes do not fit): error.json holds the
+    exception's type and whole message, trials.parquet and the terminal its meaningful line, never a lone '"'."""
+    import json
+
+    import torch
+
+    weights = tmp_path / "weights.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, weights)  # ResNet-50's first conv is (64, 3, 7, 7)
+    grid = parse_grid({"name": "fails", "datasets": ["digits"], "noise": [{"type": "symmetric", "rates": [0.2]}],
+                       "seeds": [1], "methods": ["ce"],
+                       "config": {"model": "resnet50", "pretrained": True, "pretrained_weights": str(weights),
+                                  "epochs_per_stage": 1, "device": "cpu"}}, storage=str(tmp_path / "store"))
+    lines = []
+    assert runner.run(grid, out=lines.append) == 1
+    key = grid.cells[0].key
+    error = json.loads((tmp_path / "store" / "fails" / "trials" / key / "error.json").read_text())
+    assert error["type"] == "RuntimeError" and "size mismatch for conv1.weight" in error["message"]
+    assert error["message"].startswith("Error(s) in loading state_dict") and "\n" in error["message"]
+    assert error["error"].startswith("RuntimeError: Error(s) in loading state_dict") and "\n" not in error["error"]
+    assert "Traceback" in error["traceback"] or "File " in error["traceback"]
+    row = pq.read_table(tmp_path / "store" / "fails" / "results" / "trials.parquet").to_pylist()[0]
+    assert row["status"] == "error" and row["error"] == error["error"]
+    said = [line for line in lines if line.startswith("failed: ") or " FAILED " in line]
+    assert said and all("RuntimeError: Error(s) in loading state_dict" in line for line in said), lines

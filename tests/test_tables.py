@@ -120,8 +120,28 @@ def test_mixed_code_versions_and_superseded_method_versions_are_said_and_kept_ap
     table = tables.paper_table(newer).to_pylist()
     assert len(table) == 1 and table[0]["n"] == 1 and table[0]["mean"] == 90.0
     md = tables.render_markdown(tables.paper_table(newer), newer)
-    assert "Note: 3 finished trial(s) were made by an earlier version of their method" in md
+    assert "Note: 3 finished trial(s) were made by another version of their method than this code's (3 by an " \
+           "earlier version)" in md
     assert "code versions" not in md  # the table shows one code version's trials: nothing mixed
+
+
+def test_a_newer_or_unknown_method_version_is_never_current():
+    """A finished trial from a newer release of a method, or with a version no method has (0), is never taken for
+    this code's: left out of the table, with a note that says which."""
+    cell = {"dataset": "cifar10", "method": "jocor", "noise_type": "symmetric", "noise_rate": 0.2}
+    v = METHODS["jocor"].version
+    assert tables.version_mismatch("jocor", v) is None and tables.version_mismatch("jocor", v + 1) == "newer"
+    assert tables.version_mismatch("jocor", 0) == "unknown" and tables.version_mismatch("jocor", "2") == "unknown"
+    assert tables.version_mismatch("jocor", None) == (None if v == 1 else "earlier")  # files from before versions
+    rows = [{**cell, "seed": 1, "test_acc": 80.0, "method_version": v + 1},
+            {**cell, "seed": 2, "test_acc": 82.0, "method_version": 0},
+            {**cell, "seed": 3, "test_acc": 84.0, "method_version": v}]
+    t = trials(rows)
+    table = tables.paper_table(t).to_pylist()
+    assert len(table) == 1 and table[0]["seeds"] == [3]
+    md = tables.render_markdown(tables.paper_table(t), t)
+    assert "Note: 2 finished trial(s) were made by another version of their method than this code's (1 by a newer " \
+           "version, 1 by an unknown version)" in md
 
 
 def test_every_row_of_the_reference_table_is_compared_and_the_optimistic_section_stands_apart():
@@ -141,3 +161,14 @@ def test_every_row_of_the_reference_table_is_compared_and_the_optimistic_section
     assert "SFT's published row is its best TEST accuracy" in md
     only_dmi = trials([r for r in rows if r["method"] == "dmi"])
     assert "PES's published" not in tables.render_markdown(tables.paper_table(only_dmi), only_dmi)
+
+
+def test_a_trials_note_reaches_the_paper_table_and_its_brief_form():
+    cell = {"dataset": "digits", "method": "dmi", "noise_type": "pairflip", "noise_rate": 0.4}
+    note = "the DMI round moved no weight (...): this result is its cross-entropy warm-up's"
+    rows = [{**cell, "seed": s, "test_acc": 70.0 + s, "note": note if s < 3 else None} for s in (1, 2, 3)]
+    t = trials(rows)
+    for brief in (False, True):
+        md = tables.render_markdown(tables.paper_table(t), t, brief=brief)
+        said = [line for line in md.splitlines() if line.startswith("Note: 2 dmi trial(s)")]
+        assert len(said) == 1 and "digits pair 40% seed 1, digits pair 40% seed 2" in said[0] and note in said[0]

@@ -63,6 +63,25 @@ def test_a_status_line_comes_every_n_seconds_with_counts_and_an_eta():
     assert duration(59) == "59 s" and duration(61) == "1 min 01 s" and duration(3700) == "1 h 01 min"
 
 
+def test_the_eta_is_never_a_countdown_while_the_trials_wait():
+    """A loaded machine (or a busy cluster) can hold a trial pending for minutes: the ETA then says it cannot tell,
+    instead of "ETA 0 s" from an estimate long spent; it comes back once something is measured."""
+    cells = {"a": {"name": "a", "work": 0.5, "epochs": 2}}
+    p, clock, lines = progress(cells)
+    assert p.eta() == pytest.approx(0.5) and "ETA 0 s" in p.status()  # the dry run's estimate, at the start
+    clock.t += 5
+    assert p.eta() is None and p.status().endswith("ETA n/a: nothing measured yet")
+    clock.t += 143
+    assert p.status().endswith("ETA n/a: no trial running for 2 min 28 s (waiting for resources)")
+    p.trial_started("a")
+    assert p.eta() is None and p.status().endswith("nothing measured yet")
+    clock.t += 10
+    p.trial_result("a", {"step": 1})  # half done in 10 s
+    assert p.eta() == pytest.approx(0.5 * 0.5 * (10 / 0.25))
+    p.trial_finished("a", {})
+    assert p.eta() is None and "ETA" not in p.status()
+
+
 def test_round_lines_only_for_methods_whose_rounds_matter():
     cells = {"m": {"name": "m", "work": 10.0, "epochs": 10, "rounds": True},
              "c": {"name": "c", "work": 10.0, "epochs": 10, "rounds": False}}
@@ -151,6 +170,56 @@ def test_collect_refreshes_selections_and_drops_those_of_deleted_trials(user_run
     assert sorted(os.listdir(parts)) == [names[1]]  # rebuilt from its round files; the deleted trial's part is gone
 
 
+def test_damaged_or_deleted_round_files_never_cost_the_rows_a_part_holds(user_run, tmp_path):
+    """One round file cut short, one deleted, one overwritten with text: --collect keeps every row the table held
+    (and writes the files back from them), names each file in one warning line, and a later run of the sweep says
+    nothing more; a round file lost with no row anywhere is named as lost by every run."""
+    import shutil
+
+    from sweeps import runner
+    from sweeps.grid import load_grid
+
+    proc, sweep = user_run
+    assert proc.returncode == 0, proc.stdout
+    copy = tmp_path / "shown"
+    shutil.copytree(sweep, copy)
+    parts = copy / "results" / "selections.parquet"
+    before = {p.name: pq.read_table(parts / p.name).to_pylist() for p in parts.iterdir()}
+    key = max(before, key=lambda name: len({r["round"] for r in before[name]}))[:-len(".parquet")]
+    files = sorted((copy / "trials" / key / "selections").iterdir())
+    assert len(files) >= 3
+    intact = {f.name: f.read_bytes() for f in files}
+    files[0].write_bytes(files[0].read_bytes()[:40])  # cut short
+    files[1].unlink()  # deleted
+    files[2].write_text("not a selection")  # overwritten
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(copy)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    warned = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 3 and all(key in line and "written back" in line for line in warned), run.stderr
+    assert {f.name for f in files} <= set(os.listdir(copy / "trials" / key / "selections"))
+    after = {p.name: pq.read_table(parts / p.name).to_pylist() for p in parts.iterdir()}
+    assert sorted(map(str, after[f"{key}.parquet"])) == sorted(map(str, before[f"{key}.parquet"]))
+    from memomentum import selections
+    for f in files[:3]:  # written back: the same selection as the file the trial wrote
+        again, first = selections.decode(f.read_bytes()), selections.decode(intact[f.name])
+        assert all((again[k] == first[k]).all() if hasattr(first[k], "all") else again[k] == first[k] for k in first)
+
+    lines = []  # a run of the finished sweep: nothing to say any more
+    grid = load_grid(str(sweep.parent.parent / "grid.yaml"), storage=str(tmp_path))
+    assert runner.run(grid, out=lines.append) == 0
+    assert not [line for line in lines if line.startswith("warning: ")], lines
+
+    files[1].unlink()  # lost for good: no file, and no row in the table
+    (parts / f"{key}.parquet").unlink()
+    lines = []
+    assert runner.run(grid, out=lines.append) == 0
+    lost = [line for line in lines if line.startswith("warning: ")]
+    assert len(lost) == 1 and files[1].name in lost[0] and "lost" in lost[0] and "run the cell afresh" in lost[0]
+    rounds = {r["round"] for r in pq.read_table(parts / f"{key}.parquet").to_pylist()}
+    assert int(files[1].name[6:10]) not in rounds and len(rounds) == len(files) - 1
+
+
 def test_the_report_says_which_accuracy_seeds_and_realised_noise(user_run):
     _, sweep = user_run
     md = (sweep / "results" / "paper_table.md").read_text()
@@ -182,3 +251,62 @@ def test_a_workers_exit_swallowed_by_the_garbage_collector_is_finished_quietly()
     other = subprocess.run([sys.executable, "-c", program, "other"], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
     assert other.returncode == 0 and "a real problem" in other.stderr and "went on" in other.stdout
+
+
+def test_a_trials_error_keeps_the_exception_type_and_every_line_of_its_message(tmp_path):
+    """From the exception Tune pickled (inside Ray's RayTaskError), or from the text alone when there is no pickle
+    (a process that died): the type, the whole message, and one line with both, never the text's last line '"'."""
+    from ray import cloudpickle
+    from ray.exceptions import RayTaskError
+
+    from sweeps.terminal import trial_error
+
+    message = 'Error(s) in loading state_dict for Net:\n\tMissing key(s): "fc.weight".\n\tsize mismatch: from "\n"'
+    wrapped = RayTaskError("ImplicitFunc.train", 'Traceback (most recent call last):\n  File "x.py", line 1, in train\n'
+                           f"RuntimeError: {message}", RuntimeError(message))
+    text = f"Failure # 1 (occurred at 2026-12-07_10-00-00)\n{wrapped}\n"
+    assert text.rstrip().splitlines()[-1] == '"'
+
+    class Trial:
+        error_file = str(tmp_path / "error.txt")
+        pickled_error_file = str(tmp_path / "error.pkl")
+
+    (tmp_path / "error.txt").write_text(text)
+    with open(Trial.pickled_error_file, "wb") as fh:
+        cloudpickle.dump(wrapped, fh)
+    for pickled in (True, False):
+        if not pickled:
+            os.remove(Trial.pickled_error_file)
+        error = trial_error(Trial(), "default")
+        assert error["type"] == "RuntimeError" and error["message"].strip() == message.strip(), error
+        assert error["line"].startswith("RuntimeError: Error(s) in loading state_dict for Net: Missing key(s)")
+        assert "\n" not in error["line"] and error["traceback"] == text
+    (tmp_path / "error.txt").write_text("")
+    assert trial_error(Trial(), "the default")["line"] == "the default"
+
+
+def test_tunes_experiment_state_failure_is_one_warning_line(capsys):
+    """A full disk makes Tune log a 20-line traceback when it saves its experiment state: the sweep says one line
+    (once per distinct error), and Tune's other messages pass as they are."""
+    import errno
+    import logging
+
+    from sweeps.runner import TUNE_STATE_LOGGER, OneLineTuneState
+
+    lines = []
+    log = logging.getLogger(TUNE_STATE_LOGGER)
+    quiet = OneLineTuneState(lines.append)
+    log.addFilter(quiet)
+    try:
+        for _ in range(2):
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                log.error("Saving experiment state to storage at '/full/tune' failed with exception: ", exc_info=True)
+        log.warning("a slow sync")
+    finally:
+        log.removeFilter(quiet)
+    assert len(lines) == 1 and lines[0].startswith("warning: Ray Tune could not save its experiment state (OSError: ")
+    assert "No space left on device" in lines[0]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Saving experiment state" not in err

@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 
 import torch
 
+from memomentum import limits
 from memomentum.engine import lr_at, state_copy
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
@@ -34,6 +35,7 @@ class Loops(Options):
         for name in ("max_outer", "max_inner"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+            limits.at_most(name, getattr(self, name), limits.LOOPS, "loops")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from memomentum import limits
 from memomentum.engine import lr_at, state_copy
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
@@ -66,6 +67,7 @@ class PeerOptions(Options):
                               f"sgd, adam")
         if self.peer_warmup < 0:
             raise ConfigError(f"peer_warmup={self.peer_warmup} must not be negative")
+        limits.at_most("peer_warmup", self.peer_warmup, limits.EPOCHS, "epochs")
 
     def check_config(self, cfg) -> None:
         if self.peer_warmup >= cfg.epochs_per_stage:

@@ -16,7 +16,11 @@ Reproduced from the reference (SPEC §8.4): its SGD was built before the refinem
 replaced tensors, so the new layer4 and linear are in no optimiser afterwards: from T1 + 1 they stay FIXED
 (BatchNorm statistics aside) and only conv1 .. layer3 train. Here the SGD of the pes round holds exactly the
 parameters outside the re-initialised modules, with their momentum carried over; `pes_train_head: true`
-(a named variant) adds the head. Not reproduced: the discarded `update_trainloader` call in `noisy_refine`.
+(a named variant) adds the head. Also as the reference: a refinement phase of 0 epochs (`t2: 0` or `t3: 0`) is
+skipped whole, with nothing re-initialised or frozen (its `noisy_refine` returns at once, PES_cs.py:106-107), so only
+the modules a phase that ran replaced leave the SGD; and every loader drops its short last batch, so a confident set
+shorter than a batch takes no step that iteration (version 2; version 1 re-initialised and froze the module of a
+0-epoch phase and took one short step). Not reproduced: the discarded `update_trainloader` call in `noisy_refine`.
 The selection is the project's rule (test accuracy at the best noisy-validation score, strict `>`, the
 refinement's iteration included, as the reference's). Networks without layer4 / linear re-initialise the
 modules `memomentum.models.HEADS` names ((P): LeNet's fc1-fc3 / fc3, digitsnet's fc1-fc2 / fc2).
@@ -27,10 +31,12 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from memomentum import limits
 from memomentum.engine import lr_at, sgd_of
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
 from memomentum.models import HEADS
+from memomentum.progress import fmt
 from memomentum.records import KEPT_PRECISION
 from memomentum.trial import Trial
 
@@ -52,6 +58,8 @@ class PESOptions(Options):
             raise ConfigError(f"t1={self.t1}, t2={self.t2}, t3={self.t3}: t1 must be at least 1, t2 and t3 not negative")
         if self.pes_lr <= 0:
             raise ConfigError(f"pes_lr={self.pes_lr} must be positive")
+        for name in ("t1", "t2", "t3"):
+            limits.at_most(name, getattr(self, name), limits.EPOCHS, "epochs")
 
     def check_config(self, cfg) -> None:
         if cfg.epochs_per_stage < self.t1 + 2:
@@ -93,8 +101,8 @@ class PESTrial(Trial):
                 if s.inner == PES:
                     s.confident_idx = two_view_confident(self.feed, self._model, self.data.train_idx)
                     weight = pes_class_weights(self.data.noisy_labels[s.confident_idx], self.data.info.num_classes)
-                loss, acc = self.feed.train_epoch(self._model, self._optimizer, s.confident_idx, weight,
-                                                  drop_last=len(s.confident_idx) >= cfg.batch_size)
+                # the reference's loaders drop the short last batch: a confident set shorter than a batch takes no step
+                loss, acc = self.feed.train_epoch(self._model, self._optimizer, s.confident_idx, weight, drop_last=True)
             score = float(self.scorer(self._model))
             improved = score > s.best_val
             test_acc = self._improve(score, STAGES[s.inner]) if improved else None
@@ -110,21 +118,33 @@ class PESTrial(Trial):
 
     def _sgd(self, model, after_refine: bool):
         """The main SGD: over every parameter before the refinement; after it, over the parameters outside the
-        re-initialised head (all of them with pes_train_head)."""
+        modules it re-initialised (all of them with pes_train_head)."""
         params = list(model.parameters())
         if after_refine and not self.options.pes_train_head:
-            head = {id(p) for name in HEADS[self.cfg.model][0] for p in getattr(model, name).parameters()}
+            head = {id(p) for name in self._replaced() for p in getattr(model, name).parameters()}
             params = [p for p in params if id(p) not in head]
         return sgd_of(params, self.cfg)
 
+    def _phases(self):
+        """The refinement's phases that run: (modules re-initialised, epochs); a phase of 0 epochs is skipped
+        whole, as the reference's `noisy_refine` returns at once for refine_times <= 0 (PES_cs.py:106-107):
+        nothing re-initialised, nothing frozen."""
+        deep, last = HEADS[self.cfg.model]
+        return [(phase, names, epochs) for phase, (names, epochs) in enumerate(((deep, self.options.t2),
+                                                                                 (last, self.options.t3))) if epochs > 0]
+
+    def _replaced(self):
+        """The modules the refinement re-initialised (the reference's SGD holds their old tensors, so these are in
+        no optimizer afterwards)."""
+        return {name for _, names, _ in self._phases() for name in names}
+
     def _refine(self):
         """Iteration T1: re-initialise the deep head, train it alone (T2 epochs), then the last layer alone (T3),
-        each with a new Adam on the whole noisy split; then the main SGD goes on without the new head, its
-        momentum carried over."""
+        each with a new Adam on the whole noisy split (a phase of 0 epochs skipped whole); then the main SGD goes on
+        without the re-initialised modules, its momentum carried over."""
         model, opts = self._model, self.options
-        deep, last = HEADS[self.cfg.model]
-        result = (0.0, 0.0)
-        for phase, (names, epochs) in enumerate(((deep, opts.t2), (last, opts.t3))):
+        result = (None, None)
+        for phase, names, epochs in self._phases():
             fresh = self.initial_weights(REINIT + phase)
             for name in names:
                 getattr(model, name).load_state_dict(getattr(fresh, name).state_dict())
@@ -132,9 +152,10 @@ class PESTrial(Trial):
             for p in model.parameters():
                 p.requires_grad_(id(p) in chosen)
             adam = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=opts.pes_lr)
-            for _ in range(epochs):
-                result = self.feed.train_epoch(model, adam, self.data.train_idx,
-                                               drop_last=len(self.data.train_idx) >= self.cfg.batch_size)
+            for epoch in range(epochs):
+                result = self.feed.train_epoch(model, adam, self.data.train_idx, drop_last=True)
+                self._progress(f"refinement of {'+'.join(names)}: epoch {epoch + 1} of {epochs}, loss "
+                               f"{fmt(result[0], '.4f')}")
         for p in model.parameters():
             p.requires_grad_(True)
         old, new = self._optimizer, self._sgd(model, after_refine=True)
@@ -170,4 +191,4 @@ METHOD = Method("pes", "PES (NeurIPS 2021, SPEC §8.4), the CE-based variant: ea
                             "mnist": "(P) the CIFAR-10 settings; head = LeNet's fc1-fc3 / fc3",
                             "fashionmnist": "(P) as mnist", "digits": "(P) the CIFAR-10 settings; head = fc1-fc2 / fc2"},
                 quick={"epochs_per_stage": 6, "t1": 2, "t2": 1, "t3": 1},
-                columns={"epoch": (KEPT_PRECISION,)})
+                columns={"epoch": (KEPT_PRECISION,)}, version=2)

@@ -34,6 +34,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from memomentum import limits
 from memomentum.engine import lr_at
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
@@ -57,6 +58,9 @@ class SELFIEOptions(Options):
                               f"not be negative, selfie_history={self.selfie_history} at least 1")
         if not 0.0 <= self.selfie_threshold <= 1.0:
             raise ConfigError(f"selfie_threshold={self.selfie_threshold} must lie in [0, 1]")
+        limits.at_most("selfie_restarts", self.selfie_restarts, limits.LOOPS, "restarts")
+        limits.at_most("selfie_warm_up", self.selfie_warm_up, limits.EPOCHS, "epochs")
+        limits.at_most("selfie_history", self.selfie_history, limits.MEMORY, "predictions per example")
 
     def check_config(self, cfg) -> None:
         if self.selfie_warm_up >= cfg.epochs_per_stage:

@@ -10,9 +10,10 @@ when the argmax equals the noisy label, else 0. A memory bank keeps the last k =
       the reference multiplies a (B,) by a (B, 1) tensor, so its per-example weighting collapses into that
       product of two means (reproduced; `sft_per_example_lam` is the per-example mean);
   train epoch: f_i = 0 where r_i is 0 now but was above 0 last time (correct before, wrong now), else 1;
-      shift the bank and push r; s_i = (sum of the k bank entries + f_i) / (k + 1); train on the examples with
-      s_i > 0.5 (batch 32, the README's command, short batch kept) with CE + 0.1 / (C - 1) * mean_i sum_j
-      w_ij (-log p_ij), w_ij = T - p_ij / p_iy where that is >= 0 (so 0 at j = y), T = 0.2.
+      shift the bank and push r; s_i = (sum of the k bank entries + f_i) / (k + 1), in float64 as the reference's
+      numpy does; train on the examples with s_i > 0.5 (batch 32, the README's command, short batch kept) with
+      CE + 0.1 / (C - 1) * mean_i sum_j w_ij (-log p_ij), w_ij = T - p_ij / p_iy where that is >= 0 (so 0 at
+      j = y), T = 0.2.
 lam and w are NOT detached, as in the reference (filled in place from the softmax: gradients flow). Because
 r holds logits, s_i > 0.5 is nearly "argmax = label now, or last epoch with a max logit above 1.5 (k = 2)":
 only examples wrong in the latest passes are dropped (reproduced: it made the published row;
@@ -28,6 +29,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from memomentum import limits
 from memomentum.engine import lr_at
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Method, Options
@@ -48,12 +50,21 @@ class SFTOptions(Options):
     sft_prob_confidence: bool = False  # bank softmax probabilities instead of logits (as the paper describes)
 
     def check(self) -> None:
+        limits.at_most("sft_warm_up", self.sft_warm_up, limits.EPOCHS, "epochs")
+        limits.at_most("sft_k", self.sft_k, limits.MEMORY, "epochs in the memory bank")
+        limits.at_most("sft_warmup_batch_size", self.sft_warmup_batch_size, limits.BATCH, "examples")
         if self.sft_k < 1 or self.sft_warm_up < self.sft_k:
             raise ConfigError(f"sft_k={self.sft_k} and sft_warm_up={self.sft_warm_up}: k must be at least 1 and the "
                               f"warm-up at least k epochs (it fills the memory bank)")
         if not 0.0 < self.sft_threshold <= 1.0 or self.sft_warmup_batch_size < 1:
             raise ConfigError(f"sft_threshold={self.sft_threshold} must lie in (0, 1] and sft_warmup_batch_size="
                               f"{self.sft_warmup_batch_size} be at least 1")
+
+    def check_config(self, cfg) -> None:
+        if self.sft_warm_up >= cfg.epochs_per_stage:
+            raise ConfigError(f"sft_warm_up={self.sft_warm_up} covers the whole trial of epochs_per_stage="
+                              f"{cfg.epochs_per_stage}: no epoch would filter (SFT would be its warm-up cross-entropy); "
+                              f"set sft_warm_up below epochs_per_stage")
 
 
 def confidence(logits: torch.Tensor, labels: torch.Tensor, probabilities: bool = False) -> torch.Tensor:
@@ -66,6 +77,16 @@ def confidence(logits: torch.Tensor, labels: torch.Tensor, probabilities: bool =
 def fluctuation(last: torch.Tensor, now: torch.Tensor) -> torch.Tensor:
     """f_i: 0 where an example was predicted right last time (r > 0) and is wrong now (r = 0), else 1."""
     return (~((last > now) & (now == 0))).float()
+
+
+def selected(bank: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """s_i > 0.5 as the reference computes it (function.py:119-125): the k bank rows summed in float32 one after the
+    other, then, in float64 (numpy promotes that float32 sum beside the integer fluctuation list), + f_i and
+    / (k + 1). A float32 division differs from it only within a float32 step of 0.5."""
+    smooth = torch.zeros_like(bank[0])
+    for row in bank:
+        smooth += row
+    return (smooth.double() + f.double()) / (len(bank) + 1) > 0.5
 
 
 def warmup_penalty(logits, labels, threshold: float, per_example: bool = False) -> torch.Tensor:
@@ -116,7 +137,7 @@ class SFTTrial(Trial):
             else:
                 f = fluctuation(s.bank[-1], r)
                 self._push(r)
-                s.confident_idx = train_idx[(s.bank.sum(0) + f) / (opts.sft_k + 1) > 0.5]
+                s.confident_idx = train_idx[selected(s.bank, f)]
                 batch = cfg.batch_size
                 loss_fn = lambda lg, y: train_penalty(lg, y, opts.sft_threshold)  # noqa: E731
             loss, acc = self.feed.train_epoch(self._model, self._optimizer, s.confident_idx, batch_size=batch,

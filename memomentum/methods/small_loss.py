@@ -19,6 +19,7 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
+from memomentum import limits
 from memomentum.errors import ConfigError
 from memomentum.methods.method import Options
 from memomentum.records import KEPT_PRECISION, Column
@@ -48,6 +49,8 @@ class SmallLossOptions(Options):
             raise ConfigError(f"exponent={self.exponent} must be positive")
         if self.decay_start < 0:
             raise ConfigError(f"decay_start={self.decay_start} must not be negative")
+        limits.at_most("num_gradual", self.num_gradual, limits.EPOCHS, "epochs")
+        limits.at_most("decay_start", self.decay_start, limits.EPOCHS, "epochs")
 
 
 # what both methods' per-epoch records add to the shared fields (null for other methods)
