@@ -5,7 +5,6 @@ Uses the real label files from $MEMOMENTUM_DATA/CIFAR-N (skipped with the reason
 50,000-image CIFAR stand-ins of constant images whose labels are the file's clean_label."""
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -18,6 +17,7 @@ from memomentum.data import DATA_ENV, DATASETS, DataError
 from memomentum.errors import ConfigError
 from memomentum.memory import prepare
 from tests.conftest import write_cifar
+from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the label sets' noise over all 50,000 labels, as the release states them (SPEC §7)
@@ -105,7 +105,7 @@ def test_a_cifar_copy_whose_labels_differ_is_refused_before_training(tmp_path):
     root = stand_in(tmp_path, "cifar10", permute=True)
     with pytest.raises(DataError, match="clean_label differs from the CIFAR training labels"):
         prepare(config(root), torch.device("cpu"))
-    proc = subprocess.run([sys.executable, "-m", "memomentum", "--dataset", "cifar10", "--noise-type", "human",
+    proc = procs.run([sys.executable, "-m", "memomentum", "--dataset", "cifar10", "--noise-type", "human",
                            "--noise-label", "worst", "--data-root", root, "--device", "cpu"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -118,7 +118,7 @@ def test_the_grid_preflight_refuses_the_mismatch_before_ray(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"name: n\ndatasets: [cifar10]\nnoise: [{{type: human, labels: [aggre, worst]}}]\nseeds: [1]\n"
                     f"methods: [ce]\ndata_root: {root}\nconfig: {{device: cpu}}\n")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(grid), "--storage",
+    proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(grid), "--storage",
                            str(tmp_path / "store")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "misaligned" in proc.stderr and "Traceback" not in proc.stderr
@@ -259,7 +259,7 @@ def test_a_hostile_label_file_stops_the_cli_in_one_line(tmp_path):
     os.makedirs(tmp_path / cifar_n.FOLDER)
     torch.save({"clean_label": np.arange(50000) % 10, "worse_label": np.arange(50000) % 10 + 3},
                str(tmp_path / cifar_n.FOLDER / "CIFAR-10_human.pt"))
-    proc = subprocess.run([sys.executable, "-m", "memomentum", "--dataset", "cifar10", "--noise-type", "human",
+    proc = procs.run([sys.executable, "-m", "memomentum", "--dataset", "cifar10", "--noise-type", "human",
                            "--noise-label", "worst", "--data-root", str(tmp_path), "--device", "cpu"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

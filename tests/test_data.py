@@ -8,6 +8,7 @@ from memomentum import data
 from memomentum.config import ConfigError
 from memomentum.data import DataError, check_files, load
 from tests.conftest import write_cifar, write_idx
+from tests import procs
 
 
 def test_digits_is_embedded_with_a_fixed_split():
@@ -119,7 +120,7 @@ def test_the_sweep_preflight_reads_cifar_files_with_the_restricted_unpickler(tmp
     grid.write_text(f"name: g\ndatasets: [cifar10]\nnoise: [{{type: symmetric, rates: [0.2]}}]\nseeds: [1]\n"
                     f"methods: [ce]\ndata_root: {tmp_path / 'data'}\nconfig: {{device: cpu}}\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, os.path.join(root, "run_sweep.py"), str(grid), "--storage",
+    proc = procs.run([sys.executable, os.path.join(root, "run_sweep.py"), str(grid), "--storage",
                            str(tmp_path / "store")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "never holds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "ran").exists()

@@ -4,7 +4,6 @@ device facts every result carries; plus the GPU check's smoke mode."""
 import io
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -16,6 +15,7 @@ from memomentum.engine import resolve_device
 from memomentum.methods import make_trial
 from memomentum.trial import configure_device
 from tests.conftest import DEVICE_CONFIG, TEST_DEVICE
+from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"dataset": "digits", "noise_type": "symmetric", "noise_rate": 0.3, "seed": 5, **DEVICE_CONFIG,
@@ -190,7 +190,7 @@ def test_compile_happens_once_per_network_not_per_round(method, networks, monkey
 def test_gpu_check_cpu_form_returns_every_file_a_gpu_run_would(tmp_path):
     """`gpu_check.py --device cpu --quick`: the same parts, files and summary as on a GPU, in seconds."""
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--device", "cpu",
+    proc = procs.run([sys.executable, os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--device", "cpu",
                            "--quick", "--budget", "240", "--out-dir", str(out)], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
@@ -207,6 +207,6 @@ def test_gpu_check_cpu_form_returns_every_file_a_gpu_run_would(tmp_path):
     assert [p["k"] for p in curve] == [1, 2] and all(p["exit_codes"] == [0] * p["k"] for p in curve)
     assert all(p["images_per_s"] > p["images_per_s_wall"] > 0 for p in curve)  # training seconds, not start-up
     assert {c["status"] for c in parts["cells"]["cells"]} == {"finished"} and len(parts["cells"]["cells"]) == 2
-    collect = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(out / "cells")],
+    collect = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(out / "cells")],
                              capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert collect.returncode == 0 and "2 trials" in collect.stdout, collect.stderr[-2000:]

@@ -16,6 +16,7 @@ import yaml
 from memomentum.methods import make_trial
 from memomentum.config import TrialConfig
 from sweeps.grid import parse_grid
+from tests import procs
 
 pytest.importorskip("ray", reason="Ray is not installed here (e.g. a GPU machine used for the CUDA suite)")
 
@@ -136,7 +137,7 @@ def test_killed_driver_resumes_only_unfinished_trials_and_grid_extends(tmp_path)
                        if read_doc(p)["status"] == "finished"}
     assert finished_before and victim["key"] not in finished_before
 
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    rerun = procs.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{len(finished_before)} already finished" in rerun.stdout
     for key, stamp in finished_before.items():  # finished trials were not run again
@@ -152,7 +153,7 @@ def test_killed_driver_resumes_only_unfinished_trials_and_grid_extends(tmp_path)
     # add a seed: only the new cell runs
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/trial.json")}
     grid_file.write_text(yaml.safe_dump({**raw, "seeds": [1, 2, 3, 4]}))
-    extended = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    extended = procs.run(cmd, capture_output=True, text=True, timeout=600)
     assert extended.returncode == 0, extended.stderr[-3000:]
     assert "3 already finished, 1 to run" in extended.stdout
     assert {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/trial.json") if p.parent.name in stamps} == stamps
@@ -203,7 +204,7 @@ def test_a_second_driver_on_the_same_sweep_refuses(tmp_path):
         while not (storage / "twice" / "driver.lock").exists() and time.time() < deadline:
             time.sleep(0.1)
         assert (storage / "twice" / "driver.lock").exists(), "the first driver never took the lock"
-        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        second = procs.run(cmd, capture_output=True, text=True, timeout=120)
         out, err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:

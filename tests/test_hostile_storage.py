@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import stat
-import subprocess
 import sys
 import time
 
@@ -17,6 +16,7 @@ from sweeps import storage as storage_mod
 from sweeps.lock import DriverLock, LockError
 from sweeps.results import Collector
 from sweeps.storage import Storage, StorageError
+from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--dataset", "digits", "--noise-type", "symmetric", "--noise-rate", "0.2", "--device", "cpu", "--method", "ce",
@@ -30,7 +30,7 @@ def finished(tmp_path_factory):
     """A storage holding sweep `small`, both of its cells finished (run as plain processes: no Ray)."""
     store = tmp_path_factory.mktemp("store")
     for seed in (1, 2):
-        proc = subprocess.run([sys.executable, "-m", "memomentum", *TINY, "--seed", str(seed), "--sweep-dir",
+        proc = procs.run([sys.executable, "-m", "memomentum", *TINY, "--seed", str(seed), "--sweep-dir",
                                str(store / "small")], capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     grid = tmp_path_factory.mktemp("grid") / "small.yaml"
@@ -50,7 +50,7 @@ def test_written_files_get_the_permissions_the_umask_gives(tmp_path, mask, expec
         atomic_write(str(tmp_path / "f.json"), b"{}")
         Collector(Storage(str(store)), "small").write()
         Storage(str(tmp_path)).write_atomic(b"name: other\n", "other", "grid.yaml")  # the runner's grid copy
-        proc = subprocess.run([sys.executable, "-m", "memomentum", *TINY, "--seed", "3", "--sweep-dir",
+        proc = procs.run([sys.executable, "-m", "memomentum", *TINY, "--seed", "3", "--sweep-dir",
                                str(tmp_path / "cli")], capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     finally:
@@ -107,7 +107,7 @@ def test_an_unknown_storage_scheme_is_refused_before_anything_runs(tmp_path, fin
     with pytest.raises(StorageError, match="unknown scheme 'foo'; use a path"):
         Storage("foo://bucket/runs")
     for args in ([str(grid), "--storage", "foo://bucket/runs"], ["--collect", "foo://bucket/runs/small"]):
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], capture_output=True,
+        proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], capture_output=True,
                               text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert len(proc.stderr.strip().splitlines()) == 1 and "unknown scheme 'foo'" in proc.stderr

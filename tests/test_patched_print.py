@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from tests import procs
 
 pytest.importorskip("ray", reason="Ray is not installed here (e.g. a GPU machine used for the CUDA suite)")
 
@@ -24,7 +25,7 @@ config: {epochs_per_stage: 2, max_outer: 1, max_inner: 2, device: cpu}
 def run(program: str, tmp_path) -> subprocess.CompletedProcess:
     (tmp_path / "grid.yaml").write_text(GRID)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(program), str(tmp_path / "grid.yaml"),
+    return procs.run([sys.executable, "-c", textwrap.dedent(program), str(tmp_path / "grid.yaml"),
                            str(tmp_path / "store")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -20,6 +20,8 @@ pytest.importorskip("moto.server", reason="moto's S3 server is not installed (pi
 
 from sweeps.grid import parse_grid  # noqa: E402
 from tests.test_faults import CONFIG, comparable, reference_records  # noqa: E402
+from sweeps.tune_setup import environ  # noqa: E402
+from tests import procs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "sweeps"
@@ -40,28 +42,22 @@ def s3():
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.skip(f"moto's S3 server did not start on port {port}")
-                time.sleep(0.2)
-        import boto3
+        with environ(env):
+            deadline = time.time() + 60
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    if time.time() > deadline or server.poll() is not None:
+                        pytest.skip(f"moto's S3 server did not start on port {port}")
+                    time.sleep(0.2)
+            import boto3
 
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield f"s3://{BUCKET}/runs"
+            boto3.client("s3").create_bucket(Bucket=BUCKET)
+            yield f"s3://{BUCKET}/runs"
     finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.terminate()
         server.wait(timeout=30)
 
@@ -88,7 +84,7 @@ def test_a_sweep_on_s3_runs_reruns_nothing_and_collects(s3, tmp_path):
                                                        "device": "cpu"}}
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(yaml.safe_dump(raw))
-    first = subprocess.run(sweep_cmd(grid_file, s3), capture_output=True, text=True, timeout=600)
+    first = procs.run(sweep_cmd(grid_file, s3), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert f"TensorBoard: the event files are under {s3}/s3small/tune/<run>/<trial>/tensorboard" in first.stdout
     fs, root = fs_path(f"{s3}/s3small")
@@ -99,9 +95,9 @@ def test_a_sweep_on_s3_runs_reruns_nothing_and_collects(s3, tmp_path):
     events = fs.get_file_info(pafs.FileSelector(f"{root}/tune", recursive=True))
     assert any("tfevents" in info.base_name for info in events)  # where the TensorBoard hint says
 
-    again = subprocess.run(sweep_cmd(grid_file, s3), capture_output=True, text=True, timeout=600)
+    again = procs.run(sweep_cmd(grid_file, s3), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "2 already finished, 0 to run" in again.stdout, again.stderr[-3000:]
-    collect = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", f"{s3}/s3small"],
+    collect = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", f"{s3}/s3small"],
                              capture_output=True, text=True, timeout=300)
     assert collect.returncode == 0 and "| digits | memomentum [" in collect.stdout, collect.stderr[-3000:]
     assert "Traceback" not in collect.stderr
@@ -136,7 +132,7 @@ def test_a_driver_killed_mid_sweep_on_s3_is_continued_by_the_same_command(s3, tm
         driver.wait()
     finished = {k: fs.get_file_info(p).mtime_ns for k, p in docs.items() if (read_doc(fs, p) or {}).get("status")
                 == "finished"}
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    rerun = procs.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert f"{len(finished)} already finished" in rerun.stdout
     assert {k: fs.get_file_info(docs[k]).mtime_ns for k in finished} == finished  # never run again

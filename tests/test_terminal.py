@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweeps.terminal import Progress, duration
+from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,7 +112,7 @@ def user_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("user")
     (folder / "grid.yaml").write_text(GRID)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(folder / "grid.yaml"),
+    proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(folder / "grid.yaml"),
                            "--storage", str(folder / "store"), "--status-every", "5"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, env=env)
     return proc, folder / "store" / "shown"
@@ -164,7 +165,7 @@ def test_collect_refreshes_selections_and_drops_those_of_deleted_trials(user_run
     gone = names[0][:-len(".parquet")]
     shutil.rmtree(copy / "trials" / gone)
     (parts / names[1]).unlink()
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(copy)],
+    run = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(copy)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode in (0, 1), run.stdout + run.stderr
     assert sorted(os.listdir(parts)) == [names[1]]  # rebuilt from its round files; the deleted trial's part is gone
@@ -192,7 +193,7 @@ def test_damaged_or_deleted_round_files_never_cost_the_rows_a_part_holds(user_ru
     files[0].write_bytes(files[0].read_bytes()[:40])  # cut short
     files[1].unlink()  # deleted
     files[2].write_text("not a selection")  # overwritten
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(copy)],
+    run = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(copy)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     warned = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
@@ -245,10 +246,10 @@ def test_a_workers_exit_swallowed_by_the_garbage_collector_is_finished_quietly()
         del thing  # the callback runs here, its exception is unraisable
         print("went on")
     """)
-    stopped = subprocess.run([sys.executable, "-c", program, "exit"], cwd=ROOT, capture_output=True, text=True,
+    stopped = procs.run([sys.executable, "-c", program, "exit"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)
     assert stopped.returncode == 3 and stopped.stderr == "" and "went on" not in stopped.stdout
-    other = subprocess.run([sys.executable, "-c", program, "other"], cwd=ROOT, capture_output=True, text=True,
+    other = procs.run([sys.executable, "-c", program, "other"], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
     assert other.returncode == 0 and "a real problem" in other.stderr and "went on" in other.stdout
 

@@ -1,0 +1,34 @@
+"""Running a command that starts Ray (run_sweep.py, the trial CLI) from a test.
+
+`subprocess.run(cmd, capture_output=True, timeout=...)` can wait forever: on a timeout it kills the command, then reads
+its pipes to the end, and the Ray processes the command started (raylet, GCS, workers) still hold those pipes open. On a
+busy machine a slow sweep then turns into a test run that never ends instead of one failed test. Here the output goes
+to files, the command runs in a process group of its own, and a timeout kills that whole group and fails the test with
+the output so far."""
+import os
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+
+def run(cmd, *, timeout: float, capture_output: bool = True, text: bool = True, **kw) -> subprocess.CompletedProcess:
+    """What `subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)` returns, without its hang."""
+    assert capture_output and text, "procs.run always captures text output"
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, start_new_session=True, **kw)
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if timed_out:
+        pytest.fail(f"{' '.join(map(str, cmd))[:300]} ran past its {timeout:g} s and was killed; its output so far:\n"
+                    f"{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
