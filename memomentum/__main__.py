@@ -8,21 +8,26 @@ rounds, ...).
 """
 import argparse
 import os
+import re
 import socket
 import sys
 import time
 
-from memomentum import selections
+from memomentum import exports, selections
 from memomentum.atomic import atomic_write
 from memomentum.config import TrialConfig, parse_assignments
 from memomentum.errors import ConfigError, DataError
+from memomentum.own_index import is_data_path
 from memomentum.progress import ReportGuard, dumps, format_record
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m memomentum", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", help="digits, mnist, fashionmnist, cifar10, cifar100, clothing1m")
+    p.add_argument("--dataset", help="digits, mnist, fashionmnist, cifar10, cifar100, clothing1m, or the path of your "
+                                     "own images: a folder (train/<class>/<image>) or a manifest .csv / .parquet")
+    p.add_argument("--name", help="--dataset PATH: the name the data set goes by in trial names and tables (default: "
+                                  "its folder's or manifest's name)")
     p.add_argument("--noise-type", help="symmetric (default), pairflip, instance, or human (CIFAR-N label files); "
                                         "clothing1m: its real noise")
     p.add_argument("--noise-rate", type=float, help="target noise rate in [0, 1) (default 0.2)")
@@ -47,7 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> TrialConfig:
     if not args.dataset:
         raise ConfigError("give --dataset (e.g. --dataset digits), or --list-methods")
-    values = {"dataset": args.dataset, "noise_type": args.noise_type, "noise_rate": args.noise_rate,
+    dataset, path = args.dataset, None
+    if is_data_path(dataset):  # your own images: a name for them, and their path
+        path = os.path.abspath(os.path.expanduser(dataset))
+        stem = os.path.splitext(os.path.basename(path.rstrip(os.sep)))[0]
+        if stem == "manifest":  # a manifest is named by its folder
+            stem = os.path.basename(os.path.dirname(path))
+        dataset = args.name or re.sub(r"[^A-Za-z0-9._-]", "-", stem).strip("-._") or "own"
+    elif args.name:
+        raise ConfigError("--name is for a data set given by its path (--dataset PATH)")
+    values = {"dataset": dataset, "data_path": path, "noise_type": args.noise_type, "noise_rate": args.noise_rate,
               "noise_label": args.noise_label,
               "seed": args.seed, "method": args.method, "data_root": args.data_root, "device": args.device}
     values = {k: v for k, v in values.items() if v is not None}  # unset: the data set's defaults
@@ -78,6 +92,9 @@ def list_methods() -> str:
             given = {k: v for k, v in DATASETS[dataset].defaults.items() if k in options}
             if given:
                 lines.append(f"{'':12s} on {dataset} (the data set's settings): {_settings(given)}")
+        if "memory" in method.data and not method.needs_clean_val:
+            lines.append(f"{'':12s} on your own images (--dataset PATH): the settings above for mnist (grey images up "
+                         f"to 32 px), else for cifar10  [(P) the project's choice: no reference has settings for them]")
     return "\n".join(lines)
 
 
@@ -138,6 +155,21 @@ def main(argv=None) -> int:
                   trial_document(trial, records, status="running", **identity))
     code = 0
     if args.sweep_dir:
+        made = trial.exports()  # a trial with `export`: its selected model and label issues, before its document
+        if made is not None:
+            folder = os.path.join(args.sweep_dir, "trials", cfg.trial_key())
+            if made["model"] is not None:
+                guard("the model file", atomic_write, os.path.join(folder, "model.pt"),
+                      exports.encode_model(made["model"]))
+            if made["label_issues"] is not None:
+                guard("the label-issues file", atomic_write, os.path.join(folder, "label_issues.npz"),
+                      exports.encode_issues(made["label_issues"]))
+        if trial.data.info.given_by_path:  # the names of its examples, for the tables of --report
+            from memomentum import owndata
+
+            guard("the examples table", atomic_write, os.path.join(
+                args.sweep_dir, "datasets", f"{cfg.dataset}-{cfg.data_fingerprint}.parquet"),
+                owndata.examples_parquet(owndata.registered(cfg.dataset)))
         doc = trial_document(trial, records, status="finished", result=result, **identity, finished=time.time())
         try:
             path = write_trial_document(args.sweep_dir, doc)

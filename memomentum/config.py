@@ -22,7 +22,10 @@ from memomentum.errors import ConfigError, short, unknown
 
 # Fields that say where / how fast a trial runs but never what it computes: left out of the config hash
 EXECUTION_ONLY = ("device", "data_root", "download", "eval_batch_size", "checkpoint_every", "num_workers",
-                  "gpu_memory_fraction", "threads")
+                  "gpu_memory_fraction", "threads", "data_path", "skip_bad_images", "export")
+# settings of a data set given by a path (memomentum/owndata.py) only; left at their defaults for a built-in one
+OWN_ONLY = ("data_path", "data_fingerprint", "labels_clean", "channels", "augment", "norm_mean", "norm_std",
+            "skip_bad_images")
 REAL_NOISE = "real"  # the noise type of data sets whose labels are noisy as collected (Clothing1M)
 PRECISIONS = ("fp32", "bf16")
 MATMUL_PRECISIONS = ("fp32", "tf32")
@@ -57,7 +60,8 @@ class TrialConfig:
     lr_milestones: tuple = (40, 80)  # epochs of a round where lr is multiplied by lr_gamma (SGD methods)
     lr_gamma: float = 0.1  # lr factor at each milestone
     # --- images and networks (Clothing1M, SPEC §4) --------------------------------------------
-    image_size: int = 256  # streamed images are resized to image_size x image_size (crop padding = image_size / 8)
+    image_size: int = 256  # streamed images (and those of a data set given by a path, where it defaults to the rule of
+    #                        memomentum/owndata.py) are resized to image_size x image_size (crop padding = image_size / 8)
     pretrained: bool = False  # start from ImageNet weights (default true for clothing1m)
     pretrained_weights: str = ""  # local file of torchvision's ResNet-50 ImageNet state dict; "" = download
     num_workers: int = AUTO_WORKERS  # DataLoader processes decoding JPEGs; -1 = auto: the CPUs this process
@@ -76,6 +80,17 @@ class TrialConfig:
     #                   can change the last bits of sums (recorded in results)
     deterministic: bool = False  # torch deterministic algorithms; cudnn.benchmark is on when False
     checkpoint_every: int = 0  # also offer a resumable state every N epochs inside rounds (0 = rounds only)
+    export: bool = False  # write the selected model and the label-issues table of the trial (on by default for a
+    #                       data set given by a path; never changes what is computed)
+    # --- a data set given by a path: the user's own images (memomentum/owndata.py) --------------
+    data_path: str = ""  # a folder (train/<class>/<image>, optional test/) or a manifest (.csv / .parquet)
+    data_fingerprint: str = ""  # of its files, labels and decode settings, set when the config is made: in the key
+    labels_clean: bool = False  # its labels are clean, and synthetic noise goes on top (false: they are the noise)
+    channels: int = 0  # 1 (grey) or 3 (RGB); 0: from the images
+    augment: str = "auto"  # none, flip, crop, crop+flip; auto: none for grey images up to 32 px, else crop + flip
+    norm_mean: tuple = ()  # per-channel mean on the 0..1 scale; (): the training images' own
+    norm_std: tuple = ()  # per-channel std on the 0..1 scale; (): the training images' own
+    skip_bad_images: bool = False  # leave out (and count) files that are not readable images instead of stopping
     # --- the method's own settings ------------------------------------------------------------
     options: Any = None  # an instance of METHODS[method].options; None: its defaults
 
@@ -84,20 +99,31 @@ class TrialConfig:
         self._check_ranges()
 
     def _check_ranges(self):
-        from memomentum.data import DATASETS
+        from memomentum.data import DATASETS, info as dataset_info
         from memomentum.methods import METHODS
         from memomentum.models import MODELS
         from memomentum.noise import NOISE_TYPES
 
-        _one_of("dataset", self.dataset, DATASETS)
+        info = dataset_info(self.dataset)
+        if info is None:
+            raise ConfigError(unknown("dataset", self.dataset, DATASETS) + "; or give the path of your own images "
+                                                                             "(data_path)")
         _one_of("noise_type", self.noise_type, NOISE_TYPES + (REAL_NOISE, HUMAN))
-        info = DATASETS[self.dataset]
+        if not info.given_by_path:
+            fields = {f.name: f.default for f in dataclasses.fields(self)}
+            for name in OWN_ONLY:
+                if getattr(self, name) != fields[name]:
+                    raise ConfigError(f"{name} is a setting of data sets given by a path (data_path), not of "
+                                      f"{self.dataset}; remove it")
         real_noise = info.real_noise
         if real_noise and self.noise_type != REAL_NOISE:
-            raise ConfigError(f"{self.dataset} has real label noise: leave noise_type unset (or use '{REAL_NOISE}')")
+            declare = " (or declare its labels clean: labels_clean: true)" if info.given_by_path else ""
+            raise ConfigError(f"{self.dataset} has real label noise: leave noise_type unset (or use "
+                              f"'{REAL_NOISE}'){declare}")
         if not real_noise and self.noise_type == REAL_NOISE:
             raise ConfigError(f"noise_type '{REAL_NOISE}' is only for data sets collected with noisy labels "
-                              f"(clothing1m); use symmetric, pairflip or instance for {self.dataset}")
+                              f"(clothing1m, or your own images whose labels are not declared clean); use "
+                              f"symmetric, pairflip or instance for {self.dataset}")
         if real_noise and self.noise_rate != 0:
             raise ConfigError(f"{self.dataset} has real label noise: leave noise_rate unset")
         if self.noise_type == HUMAN:
@@ -181,6 +207,11 @@ class TrialConfig:
                 raise ConfigError(not_a_field(key, method))
             checked[key] = _check_type(key, value, own[key])
         checked.update(dataset=dataset, method=method)
+        if checked.get("data_path"):  # read, checked and decoded once (cached on disk), registered under its name
+            from memomentum import owndata
+            from memomentum.data import DATASETS
+
+            checked["data_fingerprint"] = owndata.register_config(dataset, checked, DATASETS)
         flat = {**cell_defaults(dataset, method, checked.get("noise_type")), **checked}
         return cls._build(flat)
 
@@ -253,8 +284,8 @@ class TrialConfig:
         """The fields whose value differs from the official settings of this cell (its data set, method
         and noise), execution-only fields left out: what makes a trial a variant of the published setup."""
         base = official_defaults(self.dataset, self.method, self.noise_type, self.noise_rate)
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and k not in ("seed", "noise_label")
-                and v != base[k]}
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY
+                and k not in ("seed", "noise_label", "data_fingerprint") and v != base[k]}
 
 
 def _options_class(method: str):
@@ -265,9 +296,9 @@ def _options_class(method: str):
 
 def _dataset_options(dataset: str, options) -> dict:
     """The method's option defaults, with the data set's own settings for any of them (SPEC §4)."""
-    from memomentum.data import DATASETS
+    from memomentum.data import info as dataset_info
 
-    info = DATASETS.get(dataset)
+    info = dataset_info(dataset) if isinstance(dataset, str) else None
     out = options().to_dict()
     if info is not None:
         out.update({k: v for k, v in info.defaults.items() if k in out})
@@ -279,18 +310,18 @@ def cell_defaults(dataset: str, method: str, noise_type=None) -> dict:
     the data set's (SPEC §4; only the fields the method has), its network, and the method's own for that
     data set (e.g. a baseline's optimiser, SPEC §6). Unknown names give {} (validation then says what is
     wrong)."""
-    from memomentum.data import DATASETS
+    from memomentum.data import info as dataset_info
     from memomentum.methods import METHODS
 
-    info = DATASETS.get(dataset)
+    info = dataset_info(dataset) if isinstance(dataset, str) else None
     own = field_types(method) if method in METHODS else shared_types()
     out = {k: v for k, v in (info.defaults if info is not None else {}).items() if k in own}
     if info is not None:
         out["model"] = info.model
     if (noise_type or out.get("noise_type")) == HUMAN:  # the label set has its own rate
         out["noise_rate"] = 0.0
-    if method in METHODS:
-        out.update(METHODS[method].defaults_for(dataset))
+    if method in METHODS:  # a data set given by a path takes the settings of its recipe's data set
+        out.update(METHODS[method].defaults_for(info.recipe if info is not None and info.recipe else dataset))
     return out
 
 
@@ -299,9 +330,9 @@ def official_defaults(dataset: str, method: Optional[str] = None, noise_type=Non
     plus the data set's), or of a whole cell (plus the method's options and its settings for the data
     set, with the cell's method and noise filled in)."""
     out = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.name != "options"}
-    from memomentum.data import DATASETS
+    from memomentum.data import info as dataset_info
 
-    info = DATASETS.get(dataset)
+    info = dataset_info(dataset) if isinstance(dataset, str) else None
     if method is None:
         out.update({k: v for k, v in (info.defaults if info is not None else {}).items() if k in out},
                    model=info.model if info is not None else "")
@@ -324,6 +355,18 @@ def stored_config(values: Mapping[str, Any]) -> dict:
     options = _options_class(method) if isinstance(method, str) else None
     base = {**official_defaults(dataset), **(_dataset_options(dataset, options) if options is not None else {})}
     return {**base, **{k: v for k, v in values.items() if k in own}}
+
+
+def own_differences(values: Mapping[str, Any]) -> dict:
+    """The differences() of a stored config of a data set given by a path, without its files: the training and method
+    settings that differ from those of its recipe's data set (the data set's own presentation, image size, network,
+    augmentation and normalisation, belongs to its fingerprint, not to a variant)."""
+    from memomentum import owndata
+
+    base = official_defaults(owndata.recipe(values["channels"], values["image_size"]), values["method"],
+                             values["noise_type"], values["noise_rate"])
+    skip = set(EXECUTION_ONLY) | set(OWN_ONLY) | {"seed", "noise_label", "dataset", "image_size", "model"}
+    return {k: v for k, v in values.items() if k not in skip and k in base and v != base[k]}
 
 
 def shared_types() -> Dict[str, type]:
@@ -370,8 +413,9 @@ def parse_value(key: str, text: str) -> Any:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
             return text.lower() in ("true", "1", "yes")
-        if kind is tuple:
-            return tuple(int(part) for part in text.replace(" ", "").strip("[]()").split(",") if part)
+        if kind is tuple:  # whole numbers as such (epochs), others as floats (a normalisation)
+            parts = [part for part in text.replace(" ", "").strip("[]()").split(",") if part]
+            return tuple(int(part) if part.lstrip("-").isdigit() else float(part) for part in parts)
         return kind(text)
     except ValueError:
         raise ConfigError(f"{key}={short(text)} is not a valid {kind.__name__}") from None
@@ -409,7 +453,7 @@ def _check_type(key: str, value: Any, kind: type) -> Any:
 
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-            tuple: "a list of whole numbers"}[kind]
+            tuple: "a list of numbers"}[kind]
 
 
 def _one_of(what: str, value: str, valid) -> None:

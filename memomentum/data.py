@@ -26,36 +26,32 @@ import torch
 
 from memomentum import clothing1m
 from memomentum.cifar_n import HumanNoise
+from memomentum.dataset import Arrays, DatasetInfo
 from memomentum.errors import ConfigError, DataError, unknown
 
 DATA_ENV = "MEMOMENTUM_DATA"
 
 
-@dataclass(frozen=True)
-class Arrays:
-    train_images: torch.Tensor  # uint8 (N, C, H, W), the whole official training set
-    train_labels: torch.Tensor  # int64 (N,), its clean labels
-    test_images: torch.Tensor  # uint8 (M, C, H, W)
-    test_labels: torch.Tensor  # int64 (M,)
+def info(name: str) -> Optional[DatasetInfo]:
+    """The registry entry of data set `name`: a built-in one, or one given by a path and registered in this process
+    (memomentum/owndata.py); None for neither."""
+    known = DATASETS.get(name)
+    if known is not None:
+        return known
+    from memomentum import owndata
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A data set's registry entry: what it is, where its files are, and what it can do."""
-    num_classes: int
-    model: str  # the official network (SPEC §1 table)
-    mean: Tuple[float, ...]  # per-channel normalisation, on the 0..1 scale
-    std: Tuple[float, ...]
-    crop_padding: int  # random crop with this much zero padding (0: no crop)
-    flip: bool  # random horizontal flip
-    files: Tuple[str, ...]  # files the loader needs, relative to the data root
-    read: Callable[[str, bool], object]  # (root, download) -> Arrays, or the index of a streamed data set
-    streams: bool = False  # images stay on disk and stream through DataLoader workers (else: all in memory)
-    real_noise: bool = False  # labels are noisy as collected: no synthetic noise (noise_type "real")
-    clean_val: bool = False  # ships a clean validation set, used for selection instead of a noisy split
-    human_noise: Optional[HumanNoise] = None  # real human noisy labels for its training set (CIFAR-N, SPEC §7)
-    defaults: Mapping[str, object] = field(default_factory=dict)  # official settings that differ here (SPEC §4),
-    #                                   for every method that has the field; a method's own per data set: Method.defaults
+    own = owndata.registered(name)
+    if own is None:
+        return None
+    return DatasetInfo(num_classes=len(own.index.classes), model=own.model, mean=own.mean, std=own.std,
+                       crop_padding=own.crop_padding, flip=own.flip, files=(), read=None,
+                       real_noise=not own.options.labels_clean, recipe=own.recipe, given_by_path=True,
+                       defaults={**({} if own.options.labels_clean else {"noise_type": "real", "noise_rate": 0.0}),
+                                 "image_size": own.image_size, "channels": own.channels, "export": True,
+                                 "augment": own.options.augment if own.options.augment != "auto" else
+                                 ("crop+flip" if own.crop_padding and own.flip else "crop" if own.crop_padding else
+                                  "flip" if own.flip else "none"),
+                                 "norm_mean": own.mean, "norm_std": own.std})
 
 
 def resolve_root(data_root: str = "") -> str:
@@ -65,6 +61,11 @@ def resolve_root(data_root: str = "") -> str:
 def load(name: str, data_root: str = "", download: bool = False):
     """The data set's tensors (cached per process); for a streamed data set, its checked index."""
     if name not in DATASETS:
+        from memomentum import owndata
+
+        own = owndata.registered(name)
+        if own is not None:
+            return owndata.arrays(own)
         raise ConfigError(unknown("dataset", name, DATASETS))
     return _load_cached(name, os.path.abspath(resolve_root(data_root)) if DATASETS[name].files else "", download)
 
@@ -88,11 +89,11 @@ def _load_cached(name: str, root: str, download: bool) -> Arrays:
 
 def check_files(name: str, data_root: str = "") -> None:
     """Raise DataError if any file the data set needs is missing under the data root."""
-    info = DATASETS[name]
-    if not info.files:
+    entry = info(name)
+    if entry is None or not entry.files:
         return
     root = resolve_root(data_root)
-    missing = [f for f in info.files if not os.path.isfile(_present(os.path.join(root, f)))]
+    missing = [f for f in entry.files if not os.path.isfile(_present(os.path.join(root, f)))]
     if missing:
         raise DataError(
             f"{name}: {len(missing)} file(s) missing under data root {os.path.abspath(root)} "

@@ -11,6 +11,8 @@ LOOPS = 1_000  # loops, rounds and restarts (Me-Momentum: 3 x 20; SELFIE: 3 runs
 MEMORY = 1_000  # past epochs or predictions kept per training example (SELFIE's q = 15, SFT's k = 2 .. 4):
 #                 on the device, q x N labels (int64) or k x N floats
 IMAGE_SIZE = 4_096  # pixels on a side of a resized image (Clothing1M: 256)
+OWN_DATA_BYTES = 16 * 2 ** 30  # a data set given by a path, decoded into memory (uint8): a larger one needs a smaller
+#                               image_size
 
 
 def at_most(name: str, value: int, limit: int, unit: str) -> None:
@@ -20,4 +22,4 @@ def at_most(name: str, value: int, limit: int, unit: str) -> None:
                           f"(the limits and why: memomentum/limits.py)")
 
 
-__all__ = ["EPOCHS", "BATCH", "LOOPS", "MEMORY", "IMAGE_SIZE", "at_most"]
+__all__ = ["EPOCHS", "BATCH", "LOOPS", "MEMORY", "IMAGE_SIZE", "OWN_DATA_BYTES", "at_most"]

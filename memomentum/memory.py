@@ -8,7 +8,7 @@ random generator whose state goes into checkpoints) and runs every pass over ind
 shared data, so a subset (a confident set) is never a copy of images.
 """
 from dataclasses import dataclass
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 
@@ -30,15 +30,22 @@ class TrialData:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     info: DatasetInfo
-    realized_noise_rate: float
+    realized_noise_rate: Optional[float]  # None where no clean label is known (a data set given by a path)
     label_hash: str
 
 
 def prepare(cfg, device: torch.device) -> TrialData:
     """Load, add noise, split, and move to `device` (SPEC §1)."""
-    info = data_mod.DATASETS[cfg.dataset]
+    info = data_mod.info(cfg.dataset)
+    if info.given_by_path:  # its files may have changed since the config was made: never train on other data
+        from memomentum import owndata
+
+        owndata.register_config(cfg.dataset, cfg.to_dict(), data_mod.DATASETS, refresh=True)
     arrays = data_mod.load(cfg.dataset, cfg.data_root, cfg.download)
-    if cfg.noise_type == cifar_n.HUMAN:  # the label file's noisy labels, checked against the CIFAR files
+    if arrays.train_given is not None:  # labels given noisy (a data set given by a path): its split, as CIFAR-N's
+        ns = noise.given_noise_split(arrays.train_given.numpy(), arrays.train_labels, cfg.seed, cfg.train_fraction,
+                                     cfg.dataset)
+    elif cfg.noise_type == cifar_n.HUMAN:  # the label file's noisy labels, checked against the CIFAR files
         noisy, _ = cifar_n.read_labels(info.human_noise, data_mod.resolve_root(cfg.data_root), cfg.noise_label,
                                        arrays.train_labels, info.num_classes)
         ns = noise.given_noise_split(noisy, arrays.train_labels, cfg.seed, cfg.train_fraction, cfg.dataset)
@@ -91,5 +98,13 @@ class MemoryFeed:
         d = self.data
         return torch.bincount(d.noisy_labels[d.val_idx], minlength=d.info.num_classes).cpu()
 
-    def test_accuracy(self, model) -> float:
+    @property
+    def has_test(self) -> bool:
+        """Whether there is a test set with trusted labels (a data set given by a path may have none)."""
+        return len(self.data.test_labels) > 0
+
+    def test_accuracy(self, model) -> Optional[float]:
+        """Accuracy (%) on the clean test set; None without one."""
+        if not self.has_test:
+            return None
         return self.engine.accuracy(model, self.data.test_images, self.data.test_labels)

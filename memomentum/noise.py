@@ -12,6 +12,7 @@ split and everything the training does are independent streams of one seed.
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -127,7 +128,8 @@ class NoisySplit:
     noisy_labels: torch.Tensor  # int64 (N,) for ALL training examples
     train_idx: torch.Tensor  # int64, sorted, indices used for training and extraction
     val_idx: torch.Tensor  # int64, sorted, indices of the noisy validation set
-    realized_noise_rate: float  # share of the N labels that differ from the clean ones
+    realized_noise_rate: Optional[float]  # share of the N labels that differ from the clean ones (over those whose
+    #                                       clean label is known; None if none is)
     label_hash: str  # fingerprint of noisy labels + split, written with every trial
 
 
@@ -175,8 +177,10 @@ def given_noise_split(noisy: np.ndarray, clean_labels: torch.Tensor, seed: int, 
 def _noisy_split(noisy: np.ndarray, clean: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray) -> NoisySplit:
     """The split as tensors, with the realised noise rate over all training labels and the labels' hash."""
     digest = hashlib.blake2b(noisy.astype(np.int64).tobytes() + train_idx.astype(np.int64).tobytes(), digest_size=8)
+    known = clean >= 0  # a data set given by a path knows the clean labels of some examples, or none
+    rate = float((noisy[known] != clean[known]).mean()) if known.any() else None
     return NoisySplit(torch.from_numpy(noisy.astype(np.int64)), torch.from_numpy(train_idx.astype(np.int64)),
-                      torch.from_numpy(val_idx.astype(np.int64)), float((noisy != clean).mean()), digest.hexdigest())
+                      torch.from_numpy(val_idx.astype(np.int64)), rate, digest.hexdigest())
 
 
 def default_cache_dir() -> str:

@@ -154,6 +154,8 @@ class StreamFeed:
     def val_counts(self) -> torch.Tensor:
         return torch.bincount(self.data.val_labels, minlength=self.data.info.num_classes)
 
+    has_test = True  # a streamed data set ships a clean test set
+
     def test_accuracy(self, model) -> float:
         preds = self._predict(model, self.data.index.test_keys, self.data.index.test_labels)
         return 100.0 * float((preds == self.data.test_labels).double().mean())

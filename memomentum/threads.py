@@ -19,14 +19,14 @@ effect is recorded with every result (`threads`).
 """
 import torch
 
-from memomentum.data import DATASETS
+from memomentum.data import info as dataset_info
 from memomentum.models import DEFAULT_THREADS
 from memomentum.stream import auto_workers, available_cpus
 
 
 def data_workers(cfg, cpus: int) -> int:
     """DataLoader worker processes the trial of `cfg` starts on `cpus` CPUs (none for in-memory data)."""
-    info = DATASETS.get(cfg.dataset)
+    info = dataset_info(cfg.dataset)
     if info is None or not info.streams:
         return 0
     return cfg.num_workers if cfg.num_workers >= 0 else auto_workers(cpus)
@@ -44,7 +44,7 @@ def trial_threads(cfg) -> int:
     """The intra-op threads of a trial of `cfg` (the rule above)."""
     if cfg.threads > 0:
         return cfg.threads
-    model = cfg.model or DATASETS[cfg.dataset].model
+    model = cfg.model or dataset_info(cfg.dataset).model
     cpus = available_cpus()
     if model in DEFAULT_THREADS:
         return min(DEFAULT_THREADS[model], cpus)

@@ -35,8 +35,8 @@ from typing import Callable, Generator, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from memomentum import memory, stream
-from memomentum.data import DATASETS
+from memomentum import exports, memory, stream
+from memomentum.data import info as dataset_info
 from memomentum.engine import Engine, lr_at, resolve_device, sgd, state_copy
 from memomentum.errors import ConfigError
 from memomentum.models import create_model, load_backbone, load_pretrained
@@ -77,6 +77,10 @@ class LoopState:
     max_test: Optional[float] = None  # the highest test accuracy of any epoch so far (optimistic: selected on test)
     reseeded_at: List[int] = field(default_factory=list)  # epochs (step) where a checkpoint of another device
     #                                                      was continued with a re-seeded random stream
+    best_model: Optional[dict] = None  # the selected model's state (the best validation score's), kept with `export`
+    kept_rounds: Optional[torch.Tensor] = None  # with `export`, a method that selects: per example of the data set,
+    #                                             the rounds whose selection held it
+    final_selection: Optional[torch.Tensor] = None  # ... and the last round's selection
     version: int = STATE_VERSION
 
 
@@ -93,8 +97,7 @@ def derive_seed(seed: int, purpose: int) -> int:
 
 def prepare(cfg, device: torch.device):
     """The trial data of cfg's data set: in memory on `device`, or streamed from disk."""
-    info = DATASETS[cfg.dataset]
-    return stream.prepare(cfg) if info.streams else memory.prepare(cfg, device)
+    return stream.prepare(cfg) if dataset_info(cfg.dataset).streams else memory.prepare(cfg, device)
 
 
 class Trial:
@@ -153,8 +156,15 @@ class Trial:
             if self.s.epoch == 0:  # a round starts (or resumes at its start)
                 self.s.round_best = 0.0
             yield from self._round()
+        self._exports = exports.make(self) if self.cfg.export else None  # before the result: written before it is
         self._tick()
         yield self.result()
+
+    def exports(self) -> Optional[dict]:
+        """After the result record: the selected model's file and the label-issues table (memomentum/exports.py) of a
+        trial with `export`; None otherwise. Taken once."""
+        made, self._exports = getattr(self, "_exports", None), None
+        return made
 
     def _round(self) -> Iterator[dict]:
         raise NotImplementedError
@@ -194,9 +204,10 @@ class Trial:
         s.step += 1
         s.round_best = max(s.round_best, score)
         measured = self._epoch_test(test_acc)
-        s.max_test = measured if s.max_test is None else max(s.max_test, measured)
-        if late and s.epoch > length - LAST_K:
-            s.late.append(measured)
+        if measured is not None:  # None: no test set with trusted labels (a data set given by a path)
+            s.max_test = measured if s.max_test is None else max(s.max_test, measured)
+            if late and s.epoch > length - LAST_K:
+                s.late.append(measured)
         over = stop or s.epoch >= length
         yield from self._epoch_records(over, **values, val_score=score, improved=improved, test_acc=test_acc,
                                        epoch_test_acc=measured)
@@ -206,6 +217,8 @@ class Trial:
         """The test accuracy of the live network(s) at this epoch (two networks: their mean): for the rounds'
         last-epoch figures and the optimistic `best_test_acc`; never used for a decision. `measured`: the one
         live network's accuracy already taken this epoch (not measured twice)."""
+        if not self.feed.has_test:
+            return None
         if measured is not None and len(self._models) == 1:
             return measured
         return sum(self.feed.test_accuracy(m) for m in self._models) / len(self._models)
@@ -216,7 +229,7 @@ class Trial:
         self._tick()
         record = {"kind": "epoch", "outer": s.outer, "inner": s.inner, "epoch": s.epoch, "step": s.step,
                   "n_train": len(s.confident_idx), **values, "best_val_score": s.best_val,
-                  "best_test_acc": s.best_test, "seconds": s.elapsed}
+                  "best_test_acc": self._reported_test(), "seconds": s.elapsed}
         if round_over:
             round_record = self._end_round()
             round_record["resumable"] = True
@@ -286,7 +299,7 @@ class Trial:
         s = self.s
         record = {"kind": "round", "outer": s.outer, "inner": s.inner, "stage": stage, "epochs": s.epoch,
                   "step": s.step, **self.diagnostics(s.confident_idx), "val_score": val_score,
-                  "stage_best": stage_best, "best_val_score": s.best_val, "test_acc": s.best_test,
+                  "stage_best": stage_best, "best_val_score": s.best_val, "test_acc": self._reported_test(),
                   "last_test_acc": s.late[-1] if s.late else None,
                   "last10_test_acc": sum(s.late) / len(s.late) if s.late else None}
         s.rounds.append({k: v for k, v in record.items() if k != "kind"})
@@ -295,6 +308,12 @@ class Trial:
             chosen = torch.cat(self._kept) if self._kept is not None else s.confident_idx
             self._selection = {"round": len(s.rounds) - 1, "outer": s.outer, "inner": s.inner, "step": s.step,
                                "index": chosen}
+            if self.cfg.export:  # for the label-issues table: how many rounds kept each example, and the last
+                unique = torch.unique(chosen)
+                if s.kept_rounds is None:
+                    s.kept_rounds = torch.zeros(len(self.data.noisy_labels), dtype=torch.long, device=unique.device)
+                s.kept_rounds[unique] += 1
+                s.final_selection = unique
         self._kept = None
         return record
 
@@ -332,6 +351,10 @@ class Trial:
         except Exception:
             pass
 
+    def _reported_test(self) -> Optional[float]:
+        """The test accuracy at the best validation score so far; None without a test set of trusted labels."""
+        return self.s.best_test if self.feed.has_test else None
+
     def _tick(self) -> None:
         start, base = self._clock
         self.s.elapsed = base + time.perf_counter() - start
@@ -341,7 +364,10 @@ class Trial:
         (or of `model`, e.g. the better of two networks)."""
         s = self.s
         s.best_val, s.best_stage = score, stage
-        s.best_test = self.feed.test_accuracy(model if model is not None else self._model)
+        chosen = model if model is not None else self._model
+        s.best_test = self.feed.test_accuracy(chosen)
+        if self.cfg.export:  # the selected model: exported with the trial (its file, its label issues)
+            s.best_model = state_copy(chosen)
         return s.best_test
 
     # --- reporting --------------------------------------------------------------------------
@@ -382,7 +408,8 @@ class Trial:
         return {"kind": "result", "dataset": cfg.dataset, "noise_type": cfg.noise_type,
                 "noise_rate": cfg.noise_rate, "seed": cfg.seed, "method": cfg.method, "model": cfg.model,
                 "precision_mode": cfg.precision,
-                "test_acc": s.best_test, "last_test_acc": last.get("last_test_acc"), "best_test_acc": s.max_test,
+                "test_acc": self._reported_test(), "last_test_acc": last.get("last_test_acc"),
+                "best_test_acc": s.max_test,
                 "last10_test_acc": last.get("last10_test_acc"), "best_val_score": s.best_val, "best_stage": s.best_stage,
                 "realized_noise_rate": d.realized_noise_rate, "epochs": s.step,
                 "seconds": round(s.elapsed, 3), "n_rounds": len(s.rounds),
@@ -393,6 +420,12 @@ class Trial:
                 "peak_gpu_memory_mb": peak_memory_mb(self.device), "matmul_precision": cfg.matmul_precision,
                 "code_version": code_version(), "method_version": cfg.method_version(), "note": self.note(),
                 "generator_reseeded_at": list(s.reseeded_at), "rounds": list(s.rounds)}
+
+    def label_issues(self, given: torch.Tensor, in_final: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The training examples (data.train_idx order) this method itself names as mislabelled, given their labels
+        and whether the last round selected each (None: it selects nothing); None: the generic rule of
+        memomentum/exports.py (left out of the final selection, else a prediction that disagrees)."""
+        return None
 
     def note(self) -> Optional[str]:
         """What a reader of this trial's result must know to read it right (e.g. a DMI round that could not move the

@@ -2,10 +2,11 @@
 
     name: quick                      # the sweep's folder under the storage
     description: ...                 # optional, free text
-    datasets: [digits]
+    datasets: [digits]               # or your own images: [{name: pets, path: /data/pets, labels: noisy}]
     noise:                           # one entry per noise type
       - {type: symmetric, rates: [0.2, 0.4]}
       - {type: human, labels: [aggre, worst]}   # CIFAR-N label sets (cifar10, cifar100)
+      - {type: real}                 # labels noisy as given (clothing1m; your own images, unless labels: clean)
     seeds: [1, 2]                    # whole numbers
     methods: [memomentum, ce]
     resources:                       # per data set, or `default`; fractions share a GPU
@@ -15,6 +16,7 @@
       mnist: {batch_size: 128}
     method_config:                   # optional, per method, on top of both
       coteaching: {epochs_per_stage: 100, forget_rate: 0.3}
+    tune: {trials_per_method: 8, space: {...}}   # optional: search every method's settings (sweeps/tuning.py)
     storage: runs                    # optional; --storage overrides
     data_root: ../shared/data        # optional; --data-root overrides
 
@@ -33,14 +35,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from memomentum.cifar_n import HUMAN
-from memomentum.config import REAL_NOISE, SEED_MAX, ConfigError, TrialConfig, field_types, not_a_field
-from memomentum.data import DATASETS
-from memomentum.errors import short, unknown
+from memomentum.config import REAL_NOISE, SEED_MAX, ConfigError, TrialConfig, _check_type, field_types, not_a_field
+from memomentum.data import DATASETS, info as dataset_info
+from memomentum.errors import DataError, short, unknown
 from memomentum.methods import METHODS
 from memomentum.noise import NOISE_TYPES
 
 TOP_KEYS = ("name", "description", "datasets", "noise", "seeds", "methods", "resources", "config",
-            "dataset_config", "method_config", "storage", "data_root")
+            "dataset_config", "method_config", "storage", "data_root", "tune")
 AXIS_FIELDS = ("dataset", "noise_type", "noise_rate", "noise_label", "seed", "method")
 DEFAULT_RESOURCES = {"cpu": 1.0, "gpu": 0.0}
 
@@ -77,6 +79,7 @@ class Cell:
     config: TrialConfig
     cpu: float
     gpu: float
+    phase: str = "reference"  # reference settings, or "tuned": the settings a `tune:` search chose
 
     @property
     def name(self) -> str:
@@ -87,7 +90,7 @@ class Cell:
         return self.config.trial_key()
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "name": self.name, "cpu": self.cpu, "gpu": self.gpu,
+        return {"key": self.key, "name": self.name, "cpu": self.cpu, "gpu": self.gpu, "phase": self.phase,
                 "trial": self.config.to_dict()}
 
 
@@ -100,6 +103,7 @@ class Grid:
     data_root: str
     source: str  # the file it came from
     raw: dict  # the parsed YAML, snapshot into the sweep folder
+    tune: Optional[object] = None  # its `tune:` section (sweeps/tuning.py TuneSpec), None without one
 
     @property
     def datasets(self) -> List[str]:
@@ -143,10 +147,10 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
         fail(f"name {short(name)} must be a word of 1 to 100 letters, digits, '.', '_' or '-' (starting with "
              f"a letter or digit); it names the sweep's folder under the storage")
 
-    datasets = _axis(raw, "datasets", str, fail)
+    datasets, own = _datasets(raw, fail)
     for d in datasets:
-        if d not in DATASETS:
-            fail(unknown("dataset", d, DATASETS))
+        if d not in DATASETS and d not in own:
+            fail(unknown("dataset", d, DATASETS) + "; or give your own images as {name: NAME, path: PATH}")
     methods = _axis(raw, "methods", str, fail)
     for m in methods:
         if m not in METHODS:
@@ -164,6 +168,8 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
                  f"{'noise' if axis.startswith('noise') else axis + 's'} instead")
     dataset_config = _part_config(raw, "dataset_config", datasets, fail)
     method_config = _part_config(raw, "method_config", methods, fail)
+    for dataset, settings in own.items():  # a data set given by a path: its entry's settings, under dataset_config's
+        dataset_config[dataset] = {**settings, **dataset_config.get(dataset, {})}
     for where, values in [("config", config)] + [(f"dataset_config.{d}", v) for d, v in dataset_config.items()]:
         for key in values:  # a setting of methods this grid does not run is kept (the grid may grow), never applied
             if key not in field_types():
@@ -182,17 +188,27 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
     if not isinstance(store, str) or not store:
         fail(f"storage must be a path or URI, got {short(store)}")
 
+    for dataset in own:  # read, checked and decoded once here (cached on disk): a bad file stops the run before Ray
+        values = {**config, **dataset_config[dataset]}
+        try:
+            from memomentum import owndata
+
+            owndata.register_config(dataset, {k: _check_type(k, v, field_types()[k]) for k, v in values.items()
+                                              if k in field_types()}, DATASETS)
+        except (ConfigError, DataError) as exc:
+            fail(f"datasets entry {dataset}: {exc}")
+
     # Each data set takes the noise entries and methods that fit it: `real` noise for data collected with
     # noisy labels (Clothing1M), the synthetic types for the rest; the methods that run on its kind of
     # data (METHODS[m].supports). So one grid can hold both kinds.
     for kind, _, label in noise:
         if kind == HUMAN and not any(d.human_noise is not None and label in d.human_noise.labels
-                                     for d in map(DATASETS.get, datasets)):
+                                     for d in map(dataset_info, datasets)):
             having = {n: list(d.human_noise.labels) for n, d in DATASETS.items() if d.human_noise is not None}
             fail(f"human label set {short(label)} belongs to none of the datasets {datasets}; label sets: {having}")
     combos = []
     for dataset in datasets:
-        info = DATASETS[dataset]
+        info = dataset_info(dataset)
         human = info.human_noise.labels if info.human_noise is not None else {}
         fitting = [n for n in noise if (n[0] == REAL_NOISE) == info.real_noise and (n[0] != HUMAN or n[2] in human)]
         if not fitting:
@@ -204,7 +220,7 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
                  f"{sorted(m for m, spec in METHODS.items() if spec.supports(info))}")
         combos += [(dataset, n, seed, m) for n in fitting for seed in seeds for m in runs]
     for m in methods:
-        if not any(METHODS[m].supports(DATASETS[d]) for d in datasets):
+        if not any(METHODS[m].supports(dataset_info(d)) for d in datasets):
             fail(f"method {m} runs on none of the datasets {datasets}; remove it or add a data set it runs on")
     cells, seen = [], set()
     for dataset, (noise_type, rate, label), seed, method in combos:
@@ -228,7 +244,17 @@ def parse_grid(raw: Any, source: str = "<grid>", storage: Optional[str] = None,
             fail(f"cell {cell.name} appears twice; remove the repeated seed or rate")
         seen.add(cell.key)
         cells.append(cell)
-    return Grid(name, str(raw.get("description", "")), tuple(cells), store, root, source, raw)
+    spec = None
+    if raw.get("tune") is not None:
+        from sweeps import tuning
+
+        first = {c.config.method: c.config for c in reversed(cells)}
+
+        def base(method, values):
+            TrialConfig.from_dict({**first[method].to_dict(), **values})
+
+        spec = tuning.parse_tune(raw["tune"], [m for m in methods if m in first], seeds, base, fail)
+    return Grid(name, str(raw.get("description", "")), tuple(cells), store, root, source, raw, spec)
 
 
 def identity(raw: dict) -> dict:
@@ -242,6 +268,46 @@ def identity(raw: dict) -> dict:
     return {"config": strip(raw.get("config")),
             **{part: {name: strip(v) for name, v in (raw.get(part) or {}).items()}
                for part in ("dataset_config", "method_config")}}
+
+
+OWN_KEYS = ("name", "path", "labels")  # an entry of `datasets` that gives a data set by its path; any config field too
+
+
+def _datasets(raw: dict, fail) -> Tuple[List[str], Dict[str, dict]]:
+    """(the data set names, {name: the settings of each data set given by a path}). An entry is a built-in data set's
+    name, or {name: NAME, path: PATH, labels: noisy|clean, <config field>: value, ...} (path relative to where the
+    command runs)."""
+    entries = raw.get("datasets")
+    if not isinstance(entries, list) or not entries:
+        fail("'datasets' must be a non-empty list of data set names, or {name: NAME, path: PATH} entries")
+    names, own = [], {}
+    for entry in entries:
+        if isinstance(entry, str):
+            names.append(entry)
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("path"), str):
+            fail(f"datasets entry {short(entry)} must be a data set name, or a mapping with a name and a path, e.g. "
+                 f"{{name: pets, path: /data/pets}}")
+        name = entry["name"]
+        settings = {}
+        for key, value in entry.items():
+            if key == "labels":
+                if value not in ("noisy", "clean"):
+                    fail(f"datasets entry {name}: labels {short(value)} must be noisy (the labels are the noise) or "
+                         f"clean (synthetic noise goes on top)")
+                settings["labels_clean"] = value == "clean"
+            elif key == "path":
+                settings["data_path"] = os.path.abspath(os.path.expanduser(value))
+            elif key != "name":
+                if key not in field_types() or key in AXIS_FIELDS:
+                    fail(f"datasets entry {name}: {unknown('setting', key, OWN_KEYS + tuple(field_types()))}")
+                settings[key] = value
+        own[name] = settings
+        names.append(name)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        fail(f"'datasets' holds {repeated[0]!r} more than once; list each data set once")
+    return names, own
 
 
 def _axis(raw: dict, key: str, kind: type, fail) -> list:

@@ -20,7 +20,7 @@ from memomentum.methods import columns
 # and each method's result columns): (metric tag, result field, display name)
 HPARAMS = (("dataset", "dataset"), ("noise_type", "noise_type"), ("noise_rate", "noise_rate"),
            ("noise_label", "noise_label"), ("seed", "seed"), ("method", "method"), ("model", "model"),
-           ("precision", "precision"))
+           ("precision", "precision"), ("phase", "phase"))  # phase: reference, tuning or tuned (sweeps/tuning.py)
 METRICS = tuple((c.tag, c.name, c.doc) for c in columns("result") if c.tag)
 
 
@@ -30,12 +30,13 @@ def _api():
     return summary_v2
 
 
-def experiment_summary(configs: Iterable[dict]):
-    """The sweep's experiment definition from its cells' configs (dicts of config fields)."""
+def experiment_summary(configs: Iterable[dict], searched: Iterable[str] = ()):
+    """The sweep's experiment definition from its cells' configs (dicts of config fields); `searched`: the settings
+    a `tune:` search samples, hyper-parameters too."""
     hp = _api()
     configs = list(configs)
     params = []
-    for name, field in HPARAMS:
+    for name, field in HPARAMS + tuple((key, key) for key in searched):
         values = sorted({c.get(field) for c in configs if c.get(field) not in (None, "")}, key=str)
         if not values:  # e.g. noise_label in a sweep without human noise: not a hyper-parameter of it
             continue
@@ -45,9 +46,10 @@ def experiment_summary(configs: Iterable[dict]):
     return hp.hparams_config_pb(params, metrics, time_created_secs=time.time())
 
 
-def session_summary(config: dict, trial_id: str):
-    """One trial's hyper-parameter values (a session start)."""
-    values = {name: config.get(field) for name, field in HPARAMS if config.get(field) not in (None, "")}
+def session_summary(config: dict, trial_id: str, searched: Iterable[str] = ()):
+    """One trial's hyper-parameter values (a session start); `searched`: the settings its search sampled."""
+    values = {name: config.get(field) for name, field in HPARAMS + tuple((key, key) for key in searched)
+              if config.get(field) not in (None, "") and not isinstance(config.get(field), (list, tuple))}
     return _api().hparams_pb(values, trial_id=trial_id, start_time_secs=time.time())
 
 

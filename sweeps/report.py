@@ -18,7 +18,7 @@ from typing import Dict, List
 import pyarrow as pa
 
 from memomentum.methods import METHODS, columns
-from sweeps import tables as paper
+from sweeps import tables as paper, tuning
 from sweeps.layout import RESULTS
 from sweeps.storage import Storage
 
@@ -214,13 +214,74 @@ def write_report(store: Storage, sweep: str, tables: Dict[str, pa.Table]) -> Lis
         files["extraction.png"] = _png(fig)
         figures.append(("extraction.png", f"{name}: per round, the extracted examples that the first "
                                           f"classifier (end of outer loop 1, stage A) had not extracted."))
-    files["report.md"] = render_report(sweep, tables, figures).encode()
+    searches = {g: tuning.read_records(store, sweep, g) for g in store.listdir(sweep, tuning.FOLDER) if g != "trials"}
+    searches = {g: r for g, r in searches.items() if r}
+    extra = []
+    if searches:
+        chosen = tuning.read_chosen(store, sweep)
+        fig = tuning_figure(searches)
+        files["tuning.png"] = _png(fig)
+        extra = tuning_section(searches, chosen)
+    files["report.md"] = render_report(sweep, tables, figures, extra).encode()
     for name, data in files.items():
         store.write_atomic(data, sweep, RESULTS, name)
     return list(files)
 
 
-def render_report(sweep: str, tables: Dict[str, pa.Table], figures) -> str:
+def tuning_figure(searches: Dict[str, List[dict]]):
+    """Per search (a data set x noise setting x method), the best best_val_score of the completed trials against the
+    number of trials spent, in the order Tune started them."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for group, records in sorted(searches.items()):
+        label = records[0].get("label", group)
+        best, xs, ys = None, [], []
+        for r in records:
+            if r["status"] == "finished" and r.get("best_val_score") is not None:
+                best = r["best_val_score"] if best is None else max(best, r["best_val_score"])
+            xs.append(r["index"] + 1)
+            ys.append(best if best is not None else float("nan"))
+        color, marker = method_style(records[0].get("method", ""))
+        ax.plot(xs, ys, marker=marker, color=color, label=label)
+    ax.set_xlabel("tuning trials spent")
+    ax.set_ylabel("best noisy-validation score (%)")
+    ax.set_title("Tuning: best score found against trials spent, per method")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def tuning_section(searches: Dict[str, List[dict]], chosen: Dict[str, dict]) -> List[str]:
+    """The report's account of the searches: budget, space, what each found and what it cost."""
+    spec = next((doc.get("spec") for doc in chosen.values() if doc.get("spec")), None)
+    lines = ["## Tuning", ""]
+    if spec:
+        lines += [f"Budget: {spec['trials_per_method']} trials per method on seed {spec['seed']} ({spec['search']} search, "
+                  f"{'ASHA early stopping (metric ' + spec['metric'] + ', reduction factor ' + str(spec['reduction_factor']) + ')' if spec['scheduler'] == 'asha' else 'no early stopping'}), "
+                  f"chosen by the noisy-validation score alone. The tuned rows of the paper table run these settings on "
+                  f"every evaluation seed.", ""]
+    lines += ["| search | space | trials | stopped early | chosen settings | its best_val_score | tuning seconds |",
+              "|---|---|---|---|---|---|---|"]
+    for group, records in sorted(searches.items()):
+        doc = chosen.get(group, {})
+        space = ", ".join(f"{k} {next(iter(v))} {next(iter(v.values()))}" for k, v in (doc.get("space") or {}).items())
+        settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in sorted((doc.get("settings") or {}).items())) or "(not chosen yet)"
+        seconds = sum(r.get("seconds") or 0 for r in records)
+        lines.append(f"| {records[0].get('label', group)} | {space or '–'} | {len(records)} | "
+                     f"{sum(r['status'] == 'stopped' for r in records)} | {settings} | "
+                     f"{_cell_text(doc.get('best_val_score'), _FMT)} | {seconds:.0f} |")
+    lines += ["", "![Best score against trials spent](tuning.png)", ""]
+    return lines
+
+
+class _Fmt:
+    fmt = ".2f"
+
+
+_FMT = _Fmt()
+
+
+def render_report(sweep: str, tables: Dict[str, pa.Table], figures, extra: List[str] = ()) -> str:
     trials = tables["trials"].to_pylist()
     statuses = defaultdict(int)
     for t in trials:
@@ -235,6 +296,7 @@ def render_report(sweep: str, tables: Dict[str, pa.Table], figures) -> str:
     lines += [""]
     for name, caption in figures:
         lines += [f"## {name.rsplit('.', 1)[0].replace('_', ' ')}", "", f"![{caption}]({name})", "", caption, ""]
+    lines += list(extra)
     listed = [c for c in columns("result") if c.label]  # the result fields the trial list shows
     lines += ["## Trials", "", "| trial | status | " + " | ".join(c.label for c in listed) + " | node |",
               "|---|---|" + "---|" * len(listed) + "---|"]

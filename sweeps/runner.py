@@ -6,7 +6,6 @@ are skipped, unfinished ones resume from their newest checkpoint, and cells adde
 the first time. A cell's key includes its method's version, so raising a version re-runs that
 method's cells (and no other).
 """
-import contextlib
 import logging
 import os
 import sys
@@ -23,7 +22,9 @@ from memomentum.noise import CACHE_ENV, check_split
 from memomentum.version import CODE_VERSION_ENV, code_version
 from sweeps import layout
 from sweeps import tables as paper
+from sweeps import tuning
 from sweeps.grid import Cell, Grid, identity, read_yaml
+from sweeps.tune_setup import environ, trial_dirname, trial_name
 from sweeps.lock import DriverLock
 from sweeps.results import Collector
 from sweeps.storage import Storage
@@ -142,6 +143,8 @@ def dry_run(grid: Grid, out: Callable[[str], None] = echo) -> None:
               if guessed else "from measured per-epoch figures in benchmarks/RESULTS.md")
     out(f"rough cost: {total_cost['gpu'] / 3600:,.1f} GPU-hours and {total_cost['cpu'] / 3600:,.1f} CPU-core-hours; "
         f"per-epoch seconds {source}")
+    if grid.tune is not None:
+        dry_run_tuning(grid, measured, total_cost, out)
     for dataset in grid.datasets:
         try:
             check_files(dataset, grid.data_root)
@@ -153,10 +156,48 @@ def dry_run(grid: Grid, out: Callable[[str], None] = echo) -> None:
                 out(f"warning: a real run would stop here: the CIFAR-N label file {path} is missing")
 
 
+def write_examples(store: Storage, grid: Grid) -> None:
+    """For each data set given by a path: the names of its examples (paths, manifest rows) and classes, under the sweep
+    folder (sweeps/layout.py), so that its tables name examples as the user does, wherever they are collected."""
+    from memomentum import owndata
+
+    for dataset in grid.datasets:
+        own = owndata.registered(dataset)
+        if own is not None and not store.exists(grid.name, *layout.examples_file(dataset, own.fingerprint)):
+            store.write_atomic(owndata.examples_parquet(own), grid.name, *layout.examples_file(dataset, own.fingerprint))
+
+
+def dry_run_tuning(grid: Grid, measured: dict, reference_cost: dict, out: Callable[[str], None]) -> None:
+    """The dry run's account of a grid's searches: their budget and cost, and the tuned cells they will add."""
+    spec, groups = grid.tune, tuning.groups(grid)
+    cost = {"gpu": 0.0, "cpu": 0.0}
+    epochs = 0.0
+    for group in groups:
+        cell = next(c for c in grid.cells if c.config.method == group.method)
+        seconds, _ = cell_seconds(cell, measured)
+        typical, _ = expected_epochs(cell)
+        epochs += typical * spec.trials_per_method
+        kind = "gpu" if group.gpu > 0 else "cpu"
+        if seconds is not None:
+            cost[kind] += seconds * spec.trials_per_method * (group.gpu if kind == "gpu" else group.cpu)
+    out(f"tuning: {len(groups)} search(es) (one per data set x noise setting x method) of {spec.trials_per_method} "
+        f"trial(s) each on seed {spec.seed}, {spec.search} search, "
+        f"{'ASHA early stopping' if spec.scheduler == 'asha' else 'no early stopping'}: "
+        f"{len(groups) * spec.trials_per_method} tuning trials, about {epochs:,.0f} epochs before early stopping; "
+        f"at most {cost['gpu'] / 3600:,.1f} GPU-hours and {cost['cpu'] / 3600:,.1f} CPU-core-hours")
+    for group in groups:
+        asha = f"; ASHA grace {group.grace} epochs of at most {group.max_t}" if spec.scheduler == "asha" else ""
+        out(f"  search {group.label}: " + ", ".join(f"{k} {d.kind}{list(d.args)}" for k, d in group.space.items())
+            + asha)
+    out(f"evaluation: each search's chosen settings on the grid's seeds: {len(grid.cells)} tuned cells beside the "
+        f"{len(grid.cells)} reference cells, about as costly ({reference_cost['gpu'] / 3600:,.1f} GPU-hours and "
+        f"{reference_cost['cpu'] / 3600:,.1f} CPU-core-hours more)")
+
+
 HPARAMS_SUFFIX = ".hparams"  # the experiment's event files at the root of <sweep>/tensorboard
 
 
-def write_hparams_experiment(store: Storage, grid: Grid) -> None:
+def write_hparams_experiment(store: Storage, grid: Grid, cells: Optional[List[Cell]] = None) -> None:
     """The HParams experiment (the grid's axes and the final metrics) at <sweep>/tensorboard, replacing
     the one an earlier run of the sweep wrote (the grid may have grown). Local storage only: elsewhere
     TensorBoard infers the experiment from the trials' own entries."""
@@ -172,7 +213,12 @@ def write_hparams_experiment(store: Storage, grid: Grid) -> None:
         if name.startswith("events.out.tfevents.") and name.endswith(HPARAMS_SUFFIX):
             os.remove(os.path.join(root, name))
     writer = SummaryWriter(log_dir=root, filename_suffix=HPARAMS_SUFFIX)
-    writer._get_file_writer().add_summary(hparams.experiment_summary(c.config.to_dict() for c in grid.cells))
+    cells = list(grid.cells) if cells is None else cells
+    configs = [{**c.config.to_dict(), "phase": c.phase} for c in cells]
+    searched = sorted({k for g in tuning.groups(grid) for k in g.space}) if grid.tune is not None else []
+    if searched:  # the tuning trials: their search's settings, and the phase
+        configs += [{**g.base, "phase": "tuning"} for g in tuning.groups(grid)]
+    writer._get_file_writer().add_summary(hparams.experiment_summary(configs, searched))
     writer.close()
 
 
@@ -213,20 +259,35 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     store = preflight(grid, address, out)
     with DriverLock(store, grid.name):  # a second driver on this sweep refuses here, before any write
         collector = Collector(store, grid.name)
-        todo, left_out = pending(grid, collector)
+        chosen = {}
+        if grid.tune is not None:  # first the searches (sweeps/tuning.py); their choices make the tuned cells
+            store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, layout.GRID_FILE)
+            write_examples(store, grid)
+            if any(g.key not in tuning.read_chosen(store, grid.name) for g in tuning.groups(grid)):
+                connect(address, verbose)
+                wait_for_resources(list(grid.cells), wait_s if address else 0, out)
+            from sweeps.searching import run_searches
+
+            chosen = run_searches(grid, store, max_concurrent, verbose, out)
+        unchosen = [g.label for g in tuning.groups(grid) if g.key not in chosen] if grid.tune is not None else []
+        cells = all_cells(grid, chosen)
+        todo, left_out = pending(cells, collector)
         for line in collector.skipped:
             out(f"warning: {line}")
-        finished = len(grid.cells) - len(todo) - len(left_out)
-        out(f"sweep {grid.name}: {len(grid.cells)} cells, {finished} already finished, {len(todo)} to run"
-            f"{f', {len(left_out)} left out' if left_out else ''}; storage {store.uri(grid.name)}")
+        finished = len(cells) - len(todo) - len(left_out)
+        tuned = sum(c.phase == "tuned" for c in cells)
+        out(f"sweep {grid.name}: {len(cells)} cells{f' ({tuned} with tuned settings)' if tuned else ''}, {finished} "
+            f"already finished, {len(todo)} to run{f', {len(left_out)} left out' if left_out else ''}; storage "
+            f"{store.uri(grid.name)}")
         for line in left_out[:5]:
             out(f"warning: {line}")
         if todo:
             connect(address, verbose)
             wait_for_resources(todo, wait_s if address else 0, out)
         store.write_atomic(yaml.safe_dump(grid.raw, sort_keys=False).encode(), grid.name, layout.GRID_FILE)
+        write_examples(store, grid)
         try:
-            write_hparams_experiment(store, grid)
+            write_hparams_experiment(store, grid, cells)
         except Exception as exc:  # reporting only: never stops a sweep
             out(f"warning: the TensorBoard HParams experiment could not be written ({type(exc).__name__}: {exc})")
         if todo:
@@ -239,18 +300,36 @@ def run(grid: Grid, address: Optional[str] = None, max_concurrent: Optional[int]
     except Exception as exc:  # a plotting problem must not hide the sweep's outcome
         out(f"warning: could not draw the figures ({type(exc).__name__}: {exc}); "
             f"run_sweep.py --report {store.uri(grid.name)} retries")
-    return summarize(grid, store, tables, collector.warnings() + left_out[:5], out)
+    code = summarize(grid, store, tables, collector.warnings() + left_out[:5], out, cells)
+    if unchosen:
+        out(f"{len(unchosen)} search(es) chose no settings ({', '.join(unchosen[:3])}): no tuning trial completed; run "
+            f"the same command again to continue them")
+        return code or 1
+    return code
 
 
-def pending(grid: Grid, collector: Collector) -> Tuple[List[Cell], List[str]]:
+def all_cells(grid: Grid, chosen: dict) -> List[Cell]:
+    """The grid's cells and, after its searches, the cells of their chosen settings (a choice equal to the reference
+    settings is its reference cell)."""
+    cells, keys = list(grid.cells), {c.key for c in grid.cells}
+    for reference, config in tuning.tuned_cells(grid, chosen) if grid.tune is not None else ():
+        cell = Cell(config, reference.cpu, reference.gpu, phase="tuned")
+        if cell.key not in keys:
+            cells.append(cell)
+            keys.add(cell.key)
+    return cells
+
+
+def pending(cells, collector: Collector) -> Tuple[List[Cell], List[str]]:
     """(the grid's cells without a finished trial under their key, a line per cell left out). A key names the cell,
     what it computes and its method's version: a raised version leaves that method's finished trials under old keys,
     so its cells run again, and no other. A finished trial under the key whose recorded version is not this code's
     (a sweep folder from a newer release, a damaged file) is neither taken for this code's nor overwritten: its cell
     is left out, with the reason."""
+    cells = cells.cells if isinstance(cells, Grid) else cells
     finished = {d["key"]: d for d in collector.trial_docs() if d["status"] == "finished"}
     todo, left_out = [], []
-    for cell in grid.cells:
+    for cell in cells:
         doc = finished.get(cell.key)
         if doc is None:
             todo.append(cell)
@@ -261,21 +340,23 @@ def pending(grid: Grid, collector: Collector) -> Tuple[List[Cell], List[str]]:
             left_out.append(f"{cell.name} is left out: its finished trial was made by {'a' if mismatch == 'newer' else 'an'} "
                             f"{mismatch} version ({short(recorded)}) of {cell.config.method}, not this code's version "
                             f"{METHODS[cell.config.method].version}: run it with that version, or remove the cell "
-                            f"({collector.store.uri(grid.name, layout.TRIALS, cell.key)}) to run it here")
+                            f"({collector.store.uri(collector.sweep, layout.TRIALS, cell.key)}) to run it here")
     return todo, left_out
 
 
-def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Callable[[str], None]) -> int:
-    """The end-of-sweep lines and exit code: 0 when every cell of the grid finished."""
+def summarize(grid: Grid, store: Storage, tables, skipped: List[str], out: Callable[[str], None],
+              cells: Optional[List[Cell]] = None) -> int:
+    """The end-of-sweep lines and exit code: 0 when every cell of the grid (and of its tuned settings) finished."""
+    cells = list(grid.cells) if cells is None else cells
     for line in skipped:
         out(f"warning: {line}")
     rows = {t["key"]: t for t in tables["trials"].to_pylist()}
     done = {k for k, t in rows.items() if t["status"] == "finished" and not paper.superseded(t)}
     other = {k for k, t in rows.items() if t["status"] == "finished" and paper.superseded(t)}
-    failed = [(c, rows[c.key]) for c in grid.cells if c.key in rows and rows[c.key]["status"] == "error"]
+    failed = [(c, rows[c.key]) for c in cells if c.key in rows and rows[c.key]["status"] == "error"]
     failed_keys = {c.key for c, _ in failed}
-    unfinished = [c.name for c in grid.cells if c.key not in done and c.key not in failed_keys and c.key not in other]
-    left_out = [c.name for c in grid.cells if c.key in other]
+    unfinished = [c.name for c in cells if c.key not in done and c.key not in failed_keys and c.key not in other]
+    left_out = [c.name for c in cells if c.key in other]
     out(f"tables, figures and report.md: {store.uri(grid.name, layout.RESULTS)} ({len(done)} finished trials)")
     if store.local_root is not None:
         out(f"TensorBoard: tensorboard --logdir {store.uri(grid.name, layout.TENSORBOARD)}")
@@ -372,7 +453,7 @@ def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, ma
     if not verbose:
         state_log.addFilter(one_line)
     try:
-        with _environ(quiet):
+        with environ(quiet):
             tuner.fit()
     finally:
         state_log.removeFilter(one_line)
@@ -400,32 +481,6 @@ class OneLineTuneState(logging.Filter):
             self.out(f"warning: Ray Tune could not save its experiment state ({what}); the sweep goes on (it resumes "
                      f"from its trial files and checkpoints, not from that state)")
         return False
-
-
-@contextlib.contextmanager
-def _environ(values: dict):
-    """Set environment variables for the duration of the block, then restore them."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-# Tune stores these with every trial's state: functions of this module travel by reference, where a closure over
-# the cell specs would put every cell into every trial's state (quadratic state and driver memory)
-def trial_name(trial) -> str:
-    """A trial's name: its cell's name, e.g. cifar10-pairflip-0.4-s3-memomentum (the key is "<name>-<hash>")."""
-    return trial.config["cell"].rsplit("-", 1)[0]
-
-
-def trial_dirname(trial) -> str:
-    return trial.config["cell"]
 
 
 def concurrent_slots(cells: List[Cell], max_concurrent: Optional[int]) -> int:

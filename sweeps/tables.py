@@ -18,8 +18,9 @@ from typing import Dict, List, Optional, Tuple
 import pyarrow as pa
 
 from memomentum.cifar_n import HUMAN
-from memomentum.config import EXECUTION_ONLY, TrialConfig
+from memomentum.config import own_differences, EXECUTION_ONLY, TrialConfig
 from memomentum.methods import METHODS
+from sweeps.tuning import TUNED
 
 ALPHA = 0.05  # verdict threshold of the Welch t-test
 PUBLISHED_N = 5  # seeds assumed behind a published mean +- std (SPEC §5)
@@ -91,7 +92,8 @@ PAPER_TABLE = pa.schema([
     ("last10_mean", pa.float64()), ("last10_std", pa.float64()), ("last10_n", pa.int64()),  # last 10 epochs
     ("best_mean", pa.float64()), ("best_std", pa.float64()), ("best_n", pa.int64()),  # best test epoch: optimistic
     ("ref_mean", pa.float64()), ("ref_std", pa.float64()), ("delta", pa.float64()),
-    ("p_value", pa.float64()), ("verdict", pa.string())])
+    ("p_value", pa.float64()), ("verdict", pa.string()),
+    ("val_mean", pa.float64()), ("val_std", pa.float64()), ("val_n", pa.int64())])  # the best noisy-validation score
 
 
 def reference(method: str, dataset: str, noise_type: str, rate: float, label: str = ""):
@@ -122,25 +124,28 @@ def version_mismatch(method: str, recorded) -> Optional[str]:
 
 def superseded(row: dict) -> bool:
     """A trial made by another version of its method than the registry's (an earlier one: its cells ran again
-    under new keys; a newer or unknown one: never taken for this code's): kept in trials.parquet, left out of the
-    paper table and the figures."""
-    return version_mismatch(row.get("method"), row.get("method_version")) is not None
+    under new keys; a newer or unknown one: never taken for this code's), or from files its data set has since
+    replaced (`data_superseded`): kept in trials.parquet, left out of the paper table and the figures."""
+    return bool(row.get("data_superseded")) or version_mismatch(row.get("method"), row.get("method_version")) is not None
 
 
 def paper_table(trials: pa.Table) -> pa.Table:
     groups = defaultdict(list)
-    for row in trials.to_pylist():
-        if row["status"] == "finished" and row["test_acc"] is not None and not superseded(row):
-            groups[(row["dataset"], row["method"], variant(row), row["noise_type"], row["noise_rate"],
-                    row.get("noise_label") or "")].append(row)
+    for row in trials.to_pylist():  # a data set without a trusted test set: its rows carry the validation score only
+        if row["status"] == "finished" and (row["test_acc"] is not None or row.get("best_val_score") is not None) \
+                and not superseded(row):
+            for mode in variants(row):
+                groups[(row["dataset"], row["method"], mode, row["noise_type"], row["noise_rate"],
+                        row.get("noise_label") or "")].append(row)
     out = []
     for (dataset, method, mode, kind, rate, label), rows in sorted(groups.items(), key=_sort_key):
         mean, std, n = mean_std([r["test_acc"] for r in rows])
         last, last_std, last_n = mean_std([r.get("last_test_acc") for r in rows])
         last10, last10_std, last10_n = mean_std([r.get("last10_test_acc") for r in rows])
         best, best_std, best_n = mean_std([r.get("best_test_acc") for r in rows])
+        val, val_std, val_n = mean_std([r.get("best_val_score") for r in rows])
         ref = reference(method, dataset, kind, rate, label) if not mode else None
-        p_value = welch_p(mean, std, n, *ref) if ref else None
+        p_value = welch_p(mean, std, n, *ref) if ref and mean is not None else None
         out.append({"dataset": dataset, "method": method, "variant": mode, "noise_type": kind,
                     "noise_rate": rate, "noise_label": label, "n": n, "seeds": sorted(r["seed"] for r in rows),
                     "realized_noise_rate": _mean_known([r.get("realized_noise_rate") for r in rows]),
@@ -148,8 +153,9 @@ def paper_table(trials: pa.Table) -> pa.Table:
                     "last10_mean": last10, "last10_std": last10_std, "last10_n": last10_n,
                     "best_mean": best, "best_std": best_std, "best_n": best_n,
                     "ref_mean": ref[0] if ref else None, "ref_std": ref[1] if ref else None,
-                    "delta": mean - ref[0] if ref else None, "p_value": p_value,
-                    "verdict": verdict(p_value, mean - ref[0]) if ref and p_value is not None else None})
+                    "delta": mean - ref[0] if ref and mean is not None else None, "p_value": p_value,
+                    "verdict": verdict(p_value, mean - ref[0]) if ref and p_value is not None else None,
+                    "val_mean": val, "val_std": val_std, "val_n": val_n})
     return pa.Table.from_pylist(out, schema=PAPER_TABLE)
 
 
@@ -189,6 +195,15 @@ def verdict(p_value: float, delta: float) -> str:
     return "above" if delta > 0 else "below"
 
 
+def variants(trial_row: dict) -> List[str]:
+    """The rows a trial counts in: its variant; a trial with the settings a search chose, the method's tuned row (and
+    its reference row too when the search chose the reference settings)."""
+    own = variant(trial_row)
+    if trial_row.get("tuned"):
+        return [TUNED, own] if own == "" else [TUNED]
+    return [own]
+
+
 def variant(trial_row: dict) -> str:
     """'' for the official settings of the trial's cell, else what differs, e.g. 'bf16' or
     'decay_start=40, epochs_per_stage=100' (from the trial's stored config, config.differences())."""
@@ -208,8 +223,11 @@ def _differences(trial_row: dict) -> dict:
         config = json.loads(trial_row.get("config_json") or "null")
         if not isinstance(config, dict):
             return {}
-        differences = TrialConfig.from_stored(config).differences()
-    except (ValueError, TypeError):  # ConfigError is a ValueError: a config this version no longer accepts
+        if config.get("data_path"):  # a data set given by a path: judged without its files (they may be elsewhere)
+            differences = own_differences(config)
+        else:
+            differences = TrialConfig.from_stored(config).differences()
+    except (ValueError, TypeError, KeyError):  # ConfigError is a ValueError: a config this version no longer accepts
         return {}
     return {k: v for k, v in differences.items() if k not in NOT_A_VARIANT}
 
@@ -295,8 +313,10 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     lines += ["Test accuracy (%) at the best noisy-validation score. Each cell: ours, mean ± std over seeds "
               "(n seeds) / published / ours − published / verdict; n/a where nothing is published.", LEGEND, ""]
     lines += header + _rows(by_row, columns, _main_cell)
+    untested = _validation_ranking(rows) + tuned_note(rows)
     if brief:  # a note changes how a row reads (a DMI row that is its warm-up): said even here
-        return "\n".join(lines + _trial_notes(trials)) + "\n"
+        return "\n".join(lines + untested + _trial_notes(trials)) + "\n"
+    lines += untested
     lines += ["", ACCURACIES, ""]
     lines += _seeds_and_noise(rows, columns)
     lines += ["", "Test accuracy (%) at the last epoch / mean over the last 10 epochs (mean ± std over seeds; for "
@@ -312,10 +332,16 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     versions = code_versions_line(trials) if trials is not None else None
     if versions:
         lines += ["", versions]
-    other = defaultdict(int)
+    other, older_data = defaultdict(int), 0
     for r in trials.to_pylist() if trials is not None else ():
-        if r["status"] == "finished" and superseded(r):
+        if r["status"] == "finished" and r.get("data_superseded"):
+            older_data += 1
+        elif r["status"] == "finished" and superseded(r):
             other[version_mismatch(r["method"], r.get("method_version"))] += 1
+    if older_data:
+        lines += ["", f"Note: {older_data} finished trial(s) were made from an earlier version of their data set's files "
+                      f"(another fingerprint) and are left out of these tables (trials.parquet keeps them, with their "
+                      f"data_fingerprint)."]
     if other:
         said = ", ".join(f"{n} by {'a' if kind == 'newer' else 'an'} {kind} version" for kind, n in sorted(other.items()))
         lines += ["", f"Note: {sum(other.values())} finished trial(s) were made by another version of their method "
@@ -332,6 +358,39 @@ def render_markdown(table: pa.Table, trials: Optional[pa.Table] = None, title: s
     if baselines:
         lines += ["", "Published numbers (same source), for context:", ""] + header + baselines
     return "\n".join(lines) + "\n"
+
+
+def _validation_ranking(rows: List[dict]) -> List[str]:
+    """For each data set without a trusted test set (a data set given by a path whose test labels are not known to
+    be clean): a note that its cells show the best noisy-validation score, and the methods ranked by it per column."""
+    cells = defaultdict(list)
+    for r in rows:
+        if r["n"] == 0 and r.get("val_n"):
+            cells[(r["dataset"], setting(r))].append(r)
+    if not cells:
+        return []
+    out = ["", f"Note: {', '.join(sorted({d for d, _ in cells}))}: no test set with trusted labels (no clean_label, and "
+               f"the labels not declared clean), so no test accuracy; its cells show the best noisy-validation score "
+               f"(mean ± std over seeds), the only measure there, and rank the methods by it:"]
+    for (dataset, column), group in sorted(cells.items(), key=lambda kv: (kv[0][0], setting_order(kv[0][1]))):
+        ranked = sorted(group, key=lambda r: -r["val_mean"])
+        out.append(f"- {dataset}, {column_label(*column)}: " + " > ".join(
+            f"{_row_name(r)} ({r['val_mean']:.2f})" for r in ranked))
+    return out
+
+
+def tuned_note(rows: List[dict]) -> List[str]:
+    """What the tuned rows are, under a table that has them."""
+    if not any(r["variant"] == TUNED for r in rows):
+        return []
+    return ["", f"Note: \"{TUNED}\" rows: each method's settings chosen by the grid's `tune:` search, the same number "
+                f"of trials for every method, on a tuning seed of its own, by the noisy-validation score alone (no clean "
+                f"label, no test image); the chosen settings are in results/tuned.yaml, every tuning trial in "
+                f"results/tuning.parquet."]
+
+
+def _row_name(r: dict) -> str:
+    return f"{r['method']} [{r['variant']}]" if r["variant"] else r["method"]
 
 
 def _trial_notes(trials: Optional[pa.Table]) -> List[str]:
@@ -394,6 +453,8 @@ def _rows(by_row, columns, cell) -> List[str]:
 
 
 def _main_cell(r: dict) -> str:
+    if r["n"] == 0 and r.get("val_n"):  # no trusted test set: the noisy-validation score, the only measure there
+        return f"val {_fmt(r['val_mean'], r['val_std'])} ({r['val_n']}) / no trusted test set"
     delta = f"{r['delta']:+.2f}" if r["delta"] is not None else "n/a"
     return f"{_fmt(r['mean'], r['std'])} ({r['n']}) / {_fmt(r['ref_mean'], r['ref_std'])} / {delta} / {r['verdict'] or 'n/a'}"
 

@@ -26,8 +26,9 @@ import torch
 from memomentum.methods import columns
 from memomentum.progress import dumps
 from sweeps import hparams
-from memomentum import selections
-from sweeps.layout import RECORDS_FILE, STATE_FILE, TENSORBOARD, selection_file as layout_selection, trial_file
+from memomentum import exports, selections
+from sweeps.layout import (ISSUES_FILE, MODEL_FILE, RECORDS_FILE, SELECTIONS, STATE_FILE, TENSORBOARD, TRIAL_FILE,
+                           TRIALS)
 from sweeps.storage import Storage
 
 
@@ -50,7 +51,8 @@ _PREVIOUS_UNRAISABLEHOOK = sys.unraisablehook
 
 
 def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
-    """config["cell"] is the cell key; `cells` maps keys to cell specs (Cell.to_dict + resume_from)."""
+    """config["cell"] is the cell key; `cells` maps keys to cell specs (Cell.to_dict + resume_from). A tuning trial's
+    config names its search instead (config["group"], sweeps/searching.py) and carries the sampled settings."""
     sys.unraisablehook = finish_a_swallowed_exit  # this process is a Ray worker (see the function)
     from ray import tune
     import ray
@@ -62,8 +64,9 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
 
     # one line per checkpoint from Ray would drown the per-round progress lines
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cell = cells[config["cell"]]
+    cell = cells[config["cell"]] if "cell" in config else tuning_cell(cells[config["group"]], config)
     name = cell["name"]
+    root = cell.get("root") or TRIALS  # where its files go: trials/, or tuning/trials/ for a tuning trial
     say = lambda line: print(f"[{name}] {line}", flush=True)  # noqa: E731  (problems: always said)
     tell = say if cell.get("verbose") else (lambda line: None)  # progress: the driver's terminal says it, or --verbose
     guard = ReportGuard(say)
@@ -72,7 +75,7 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
 
     trial = None
     for state, records, source in _states(tune.get_checkpoint(), cell.get("resume_from") or [], store, sweep,
-                                          cell["key"], say):
+                                          cell["key"], say, root):
         try:
             trial = make_trial(cfg, state=state, progress=tell)
             break
@@ -82,13 +85,16 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
                          pid=os.getpid(), resumed_from=source, started=time.time())
     writer = guard("opening TensorBoard", _tensorboard, store, sweep, cell["key"], trial.s.step) or _NullWriter()
     if trial.s.step == 0:  # the trial's HParams entry, once: a resumed trial has written it already
-        guard("TensorBoard hparams", _summary, writer, hparams.session_summary(cfg.to_dict(), cell["key"]))
+        guard("TensorBoard hparams", _summary, writer, hparams.session_summary(
+            {**cfg.to_dict(), "phase": cell.get("phase") or "reference"}, cell["key"], cell.get("searched") or ()))
     if source:
         say(f"resuming at epoch {trial.s.step} from {source}")
     guard("the start line", lambda: tell(f"on {trial.device} (node {doc['node_id'][:8]}), " + (
         f"resuming at epoch {trial.s.step}" if source else "fresh start")))
 
     pending = None  # the last epoch record, reported once its round (if it ends one) is merged in
+    # the best noisy-validation score of any epoch so far: what a search's early stopping compares (sweeps/tuning.py)
+    best_seen = max((r.get("val_score") or 0.0 for r in doc["records"] if r["kind"] == "epoch"), default=0.0)
     for record in trial.records():
         kind = record["kind"]
         if kind == "epoch":
@@ -96,22 +102,28 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
                 _report(tune, pending, None)
             doc["records"].append(_plain(record))
             guard("TensorBoard", _log_epoch, writer, record)
-            pending = {**record}
+            best_seen = max(best_seen, record.get("val_score") or 0.0)
+            pending = {**record, "tune_score": best_seen}
             if record.get("resumable"):
                 pending = _checkpoint(tune, trial, store, sweep, doc, pending)
         elif kind == "round":
             doc["records"].append(_plain(record))
             selection = trial.selection()
             if selection is not None:  # before the round's checkpoint: a resumed trial never lacks it
-                store.write_atomic(selections.encode(selection), sweep,
-                                   *layout_selection(cell["key"], selections.file_name(selection["round"])))
+                store.write_atomic(selections.encode(selection), sweep, root, cell["key"], SELECTIONS,
+                                   selections.file_name(selection["round"]))
             guard("TensorBoard", _log_round, writer, record)
             guard("a progress line", lambda: tell(format_record(record)))
             pending.update({f"round_{k}": v for k, v in record.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
             if not trial.s.done:
                 pending = _checkpoint(tune, trial, store, sweep, doc, pending)
-        else:  # the result
+        else:  # the result: its exports first, so that a finished trial never lacks them
+            made = trial.exports()
+            if made is not None and made["model"] is not None:
+                store.write_atomic(exports.encode_model(made["model"]), sweep, root, cell["key"], MODEL_FILE)
+            if made is not None and made["label_issues"] is not None:
+                store.write_atomic(exports.encode_issues(made["label_issues"]), sweep, root, cell["key"], ISSUES_FILE)
             doc.update(status="finished", finished=time.time(), result=_plain(record))
             _write_doc(store, sweep, doc)
             guard("TensorBoard hparams", _final_metrics, writer, record)
@@ -122,6 +134,14 @@ def train_cell(config: dict, cells: dict, storage: str, sweep: str) -> None:
             if record.get("note"):
                 final["note"] = record["note"]
             _report(tune, {**(pending or {}), **{f"final_{k}": v for k, v in final.items()}, "finished": 1}, None)
+
+
+def tuning_cell(spec: dict, config: dict) -> dict:
+    """The cell of a tuning trial: its search's base config with the settings Tune sampled (config)."""
+    from sweeps.tuning import trial_of
+
+    cfg = trial_of(spec["trial"], {k: config[k] for k in spec["searched"]})
+    return {**spec, "key": cfg.trial_key(), "name": cfg.trial_name(), "trial": cfg.to_dict(), "resume_from": []}
 
 
 def cell_config(cell: dict):
@@ -166,21 +186,22 @@ def _report(tune, record: Optional[dict], checkpoint) -> None:
     tune.report(metrics, checkpoint=checkpoint)
 
 
-def _states(checkpoint, candidates: List[str], store: Storage, sweep: str, key: str, say) -> Iterator:
+def _states(checkpoint, candidates: List[str], store: Storage, sweep: str, key: str, say,
+            root: str = TRIALS) -> Iterator:
     """(state, records, source) to continue from, best first: Tune's own checkpoint (a retry inside
     this run), then the checkpoints earlier runs of the sweep left for this cell, newest first; last
     (None, [], None), a fresh start. A checkpoint is offered only with records that cover every epoch
     up to it, so a resumed trial can never finish with epochs missing from its tables."""
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            found = _load_checkpoint(lambda name: _read_local(os.path.join(d, name)), store, sweep, key)
+            found = _load_checkpoint(lambda name: _read_local(os.path.join(d, name)), store, sweep, key, root)
         if found is not None:
             yield (*found, "tune retry")
         else:
             say("skipping Tune's checkpoint: unreadable, or without the records of its epochs")
     for path in candidates:
         folder = path.rsplit("/", 1)[0]
-        found = _load_checkpoint(lambda name: store.read(*f"{folder}/{name}".split("/")), store, sweep, key)
+        found = _load_checkpoint(lambda name: store.read(*f"{folder}/{name}".split("/")), store, sweep, key, root)
         if found is None:
             say(f"skipping checkpoint {path}: unreadable, or without the records of its epochs")
             continue
@@ -188,8 +209,8 @@ def _states(checkpoint, candidates: List[str], store: Storage, sweep: str, key: 
     yield None, [], None
 
 
-def _load_checkpoint(read, store: Storage, sweep: str, key: str):
-    """(state, records) from a checkpoint folder, or None if it cannot be used."""
+def _load_checkpoint(read, store: Storage, sweep: str, key: str, root: str = TRIALS):
+    """(state, records) from a checkpoint folder, or None if it cannot be used (the trial's folder: <root>/<key>)."""
     data = read(STATE_FILE)
     if data is None:
         return None
@@ -198,7 +219,7 @@ def _load_checkpoint(read, store: Storage, sweep: str, key: str):
         step = int(state["step"])
     except Exception:  # cut short by a crash, or not a trial state
         return None
-    for source in (read(RECORDS_FILE), store.read(sweep, *trial_file(key))):
+    for source in (read(RECORDS_FILE), store.read(sweep, root, key, TRIAL_FILE)):
         records = _records_up_to(source, step)
         if records is not None:
             return state, records
@@ -227,7 +248,7 @@ def _read_local(path: str) -> Optional[bytes]:
 
 
 def _write_doc(store: Storage, sweep: str, doc: dict) -> None:
-    store.write_atomic(dumps(doc).encode(), sweep, *trial_file(doc["key"]))
+    store.write_atomic(dumps(doc).encode(), sweep, (doc.get("cell") or {}).get("root") or TRIALS, doc["key"], TRIAL_FILE)
 
 
 def _plain(record: dict) -> dict:

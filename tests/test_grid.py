@@ -1,12 +1,13 @@
 """Grid files are validated before Ray starts; every mistake is one line and exit code 2."""
 import os
-import subprocess
 import sys
 
 import pytest
 import yaml
 
+from memomentum.methods import METHODS
 from sweeps.grid import GridError, load_grid, parse_grid
+from tests import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,10 +104,26 @@ def test_unreadable_yaml_names_the_line(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["grids/quick.yaml", "grids/digits-compare.yaml", "grids/cifar-n.yaml", "grids/paper.yaml", "grids/mnist.yaml", "grids/cifar.yaml",
-                                  "grids/clothing1m.yaml"])
+                                  "grids/clothing1m.yaml", "grids/tune-digits.yaml", "grids/table.yaml"])
 def test_shipped_grids_are_valid(path):
     grid = load_grid(os.path.join(ROOT, path))
     assert grid.cells
+
+
+def test_the_own_data_grid_runs_every_in_memory_method_on_the_example_folder(tmp_path, monkeypatch):
+    """grids/own-data.yaml names examples/digits-own (relative to where the command runs), which the example script
+    writes: every in-memory method, on real noise, on the user's images."""
+    from memomentum import owndata
+    from memomentum.example_data import write
+
+    monkeypatch.setattr(owndata, "_REGISTERED", {})
+    monkeypatch.chdir(tmp_path)
+    write("digits", "examples/digits-own", 0.3, "pairflip", 1)
+    grid = load_grid(os.path.join(ROOT, "grids/own-data.yaml"))
+    methods = {c.config.method for c in grid.cells}
+    assert methods == {m for m, spec in METHODS.items() if "memory" in spec.data and not spec.needs_clean_val}
+    assert {c.config.noise_type for c in grid.cells} == {"real"} and all(c.config.export for c in grid.cells)
+    assert all(c.config.differences() == {} for c in grid.cells)  # every method at its recipe's settings
 
 
 def test_paper_grid_covers_the_published_settings():
@@ -123,7 +140,7 @@ def test_paper_grid_covers_the_published_settings():
 
 
 def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], capture_output=True,
+    return procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], capture_output=True,
                           text=True, timeout=300, cwd=cwd)
 
 

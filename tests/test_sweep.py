@@ -322,3 +322,31 @@ def test_a_failed_trial_keeps_its_exception_type_and_whole_message(ray_local, tm
     assert row["status"] == "error" and row["error"] == error["error"]
     said = [line for line in lines if line.startswith("failed: ") or " FAILED " in line]
     assert said and all("RuntimeError: Error(s) in loading state_dict" in line for line in said), lines
+
+
+def test_a_sweep_on_your_own_images_hands_back_the_examples_to_fix(ray_local, tmp_path):
+    """A grid entry {name, path}: the cells run as any other; the tables name examples by path, each trial exports its
+    model and label issues, and the consensus puts the methods side by side."""
+    import torch
+
+    from memomentum.example_data import write
+
+    write("digits", str(tmp_path / "own"), 0.3, "pairflip", 1, limit=400)
+    grid = parse_grid({"name": "own", "datasets": [{"name": "mine", "path": str(tmp_path / "own" / "manifest.csv")}],
+                       "noise": [{"type": "real"}], "seeds": [1], "methods": ["memomentum", "coteaching", "ce"],
+                       "config": {"epochs_per_stage": 3, "max_outer": 1, "max_inner": 2, "select_stage_a": True,
+                                  "device": "cpu"}}, storage=str(tmp_path / "store"))
+    assert runner.run(grid, out=lambda line: None) == 0
+    results = tmp_path / "store" / "own" / "results"
+    trials = pq.read_table(results / "trials.parquet").to_pylist()
+    assert len(trials) == 3 and all(t["test_acc"] is not None and t["realized_noise_rate"] > 0.2 for t in trials)
+    issues = pq.read_table(results / "label_issues.parquet").to_pylist()
+    assert {r["method"] for r in issues} == {"memomentum", "coteaching", "ce"}
+    assert all(r["example"].startswith("train/") for r in issues) and len(issues) == 3 * 360
+    consensus = pq.read_table(results / "label_issues_consensus.parquet").to_pylist()
+    assert len(consensus) == 360 and {r["trials"] for r in consensus} == {3}
+    named = pq.read_table(results / "selections.parquet").to_pylist()
+    assert named and all(r["example"].startswith("train/") for r in named)
+    for cell in grid.cells:
+        meta = torch.load(tmp_path / "store" / "own" / "trials" / cell.key / "model.pt", weights_only=True)
+        assert meta["num_classes"] == 10 and meta["dataset"] == "mine"

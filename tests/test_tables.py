@@ -172,3 +172,15 @@ def test_a_trials_note_reaches_the_paper_table_and_its_brief_form():
         md = tables.render_markdown(tables.paper_table(t), t, brief=brief)
         said = [line for line in md.splitlines() if line.startswith("Note: 2 dmi trial(s)")]
         assert len(said) == 1 and "digits pair 40% seed 1, digits pair 40% seed 2" in said[0] and note in said[0]
+
+
+def test_a_data_set_without_a_trusted_test_set_is_shown_and_ranked_by_its_validation_score():
+    cell = {"dataset": "pets", "noise_type": "real", "noise_rate": 0.0}
+    rows = [{**cell, "method": m, "seed": s, "test_acc": None, "best_val_score": v + s}
+            for m, v in (("ce", 60.0), ("memomentum", 70.0)) for s in (1, 2)]
+    t = trials(rows)
+    table = {r["method"]: r for r in tables.paper_table(t).to_pylist()}
+    assert table["memomentum"]["n"] == 0 and table["memomentum"]["mean"] is None and table["memomentum"]["val_n"] == 2
+    md = tables.render_markdown(tables.paper_table(t), t, brief=True)
+    assert "| pets | memomentum | val 71.50 ± 0.71 (2) / no trusted test set |" in md
+    assert "Note: pets: no test set with trusted labels" in md and "- pets, real noise: memomentum (71.50) > ce (61.50)" in md

@@ -76,9 +76,9 @@ class DMIOptions(Options):
             raise ConfigError(f"dmi_optimizer={self.dmi_optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
     def check_config(self, cfg) -> None:
-        from memomentum.data import DATASETS
+        from memomentum.data import info
 
-        classes, batch = DATASETS[cfg.dataset].num_classes, self.dmi_batch_size or cfg.batch_size
+        classes, batch = info(cfg.dataset).num_classes, self.dmi_batch_size or cfg.batch_size
         if not self.dmi_logdet and not self.dmi_mean and may_overflow(batch, classes):
             raise ConfigError(f"a DMI batch of {batch} on {cfg.dataset}'s {classes} classes usually holds every class, "
                               f"and det M can then exceed float32 (up to (B/C)^C ~ 1e{classes * math.log10(batch / classes):.0f}): "

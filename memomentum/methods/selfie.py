@@ -213,6 +213,15 @@ class SELFIETrial(Trial):
         loss_sum, correct, _, right, known = sums.tolist()
         return loss_sum / max(n, 1), 100.0 * correct / max(n, 1), (round(100.0 * right / known, 4) if known else None)
 
+    def label_issues(self, given, in_final):
+        """SELFIE's answer: the examples whose label it corrected to another class, and those its last epoch left
+        out (`corrected` is in the training split's order, as `given`)."""
+        corrected = self.s.corrected
+        if corrected is None:
+            return None
+        fixed = (corrected >= 0) & (corrected != given)
+        return fixed | ~in_final if in_final is not None else fixed
+
     def _end_round(self) -> dict:
         s, d = self.s, self.data
         record = self._round_record(STAGE, s.round_best, s.best_val)
