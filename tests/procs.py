@@ -13,11 +13,12 @@ import tempfile
 import pytest
 
 
-def run(cmd, *, timeout: float, capture_output: bool = True, text: bool = True, **kw) -> subprocess.CompletedProcess:
-    """What `subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)` returns, without its hang."""
-    assert capture_output and text, "procs.run always captures text output"
+def run(cmd, *, timeout: float, merge_stderr: bool = False, **kw) -> subprocess.CompletedProcess:
+    """What `subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)` returns, without its hang;
+    with merge_stderr, stderr is written into stdout (stderr=subprocess.STDOUT) and the result's stderr is empty."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, start_new_session=True, **kw)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out if merge_stderr else err, text=True,
+                                start_new_session=True, **kw)
         timed_out = False
         try:
             proc.wait(timeout=timeout)

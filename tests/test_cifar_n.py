@@ -106,8 +106,8 @@ def test_a_cifar_copy_whose_labels_differ_is_refused_before_training(tmp_path):
     with pytest.raises(DataError, match="clean_label differs from the CIFAR training labels"):
         prepare(config(root), torch.device("cpu"))
     proc = procs.run([sys.executable, "-m", "memomentum", "--dataset", "cifar10", "--noise-type", "human",
-                           "--noise-label", "worst", "--data-root", root, "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+                      "--noise-label", "worst", "--data-root", root, "--device", "cpu"],
+                     timeout=300, cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "misaligned" in lines[0] and "epoch" not in proc.stderr, proc.stderr
@@ -119,7 +119,7 @@ def test_the_grid_preflight_refuses_the_mismatch_before_ray(tmp_path):
     grid.write_text(f"name: n\ndatasets: [cifar10]\nnoise: [{{type: human, labels: [aggre, worst]}}]\nseeds: [1]\n"
                     f"methods: [ce]\ndata_root: {root}\nconfig: {{device: cpu}}\n")
     proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(grid), "--storage",
-                           str(tmp_path / "store")], capture_output=True, text=True, timeout=300)
+                      str(tmp_path / "store")], timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "misaligned" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "store" / "n" / "trials").exists()  # nothing ran
@@ -260,7 +260,7 @@ def test_a_hostile_label_file_stops_the_cli_in_one_line(tmp_path):
     torch.save({"clean_label": np.arange(50000) % 10, "worse_label": np.arange(50000) % 10 + 3},
                str(tmp_path / cifar_n.FOLDER / "CIFAR-10_human.pt"))
     proc = procs.run([sys.executable, "-m", "memomentum", "--dataset", "cifar10", "--noise-type", "human",
-                           "--noise-label", "worst", "--data-root", str(tmp_path), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+                      "--noise-label", "worst", "--data-root", str(tmp_path), "--device", "cpu"],
+                     timeout=300, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "outside 0 .. 9" in proc.stderr

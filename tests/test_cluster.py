@@ -55,7 +55,7 @@ def free_port() -> int:
 def alive_nodes(address: str, env: dict) -> int:
     code = (f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
             f"print(sum(1 for n in ray.nodes() if n['Alive']))")
-    proc = procs.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    proc = procs.run([sys.executable, "-c", code], env=env, timeout=120)
     lines = proc.stdout.strip().splitlines()
     return int(lines[-1]) if proc.returncode == 0 and lines and lines[-1].isdigit() else 0
 
@@ -117,7 +117,7 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
             "config": {"epochs_per_stage": 3, "max_outer": 1, "max_inner": 3, "device": "cpu"}}))
         storage = tmp_path / "store"
         proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(grid), "--address", address,
-                               "--storage", str(storage)], env=env, capture_output=True, text=True, timeout=600)
+                          "--storage", str(storage)], env=env, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     finally:
         for node in reversed(nodes):

@@ -121,7 +121,7 @@ def test_the_sweep_preflight_reads_cifar_files_with_the_restricted_unpickler(tmp
                     f"methods: [ce]\ndata_root: {tmp_path / 'data'}\nconfig: {{device: cpu}}\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = procs.run([sys.executable, os.path.join(root, "run_sweep.py"), str(grid), "--storage",
-                           str(tmp_path / "store")], capture_output=True, text=True, timeout=300)
+                      str(tmp_path / "store")], timeout=300)
     assert proc.returncode == 2 and "never holds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "ran").exists()
 

@@ -191,8 +191,7 @@ def test_gpu_check_cpu_form_returns_every_file_a_gpu_run_would(tmp_path):
     """`gpu_check.py --device cpu --quick`: the same parts, files and summary as on a GPU, in seconds."""
     out = tmp_path / "out"
     proc = procs.run([sys.executable, os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--device", "cpu",
-                           "--quick", "--budget", "240", "--out-dir", str(out)], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+                      "--quick", "--budget", "240", "--out-dir", str(out)], timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(proc.stdout.strip().splitlines()[-1]) and summary["finished_within_budget"]
@@ -208,5 +207,5 @@ def test_gpu_check_cpu_form_returns_every_file_a_gpu_run_would(tmp_path):
     assert all(p["images_per_s"] > p["images_per_s_wall"] > 0 for p in curve)  # training seconds, not start-up
     assert {c["status"] for c in parts["cells"]["cells"]} == {"finished"} and len(parts["cells"]["cells"]) == 2
     collect = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(out / "cells")],
-                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+                        timeout=300, cwd=ROOT)
     assert collect.returncode == 0 and "2 trials" in collect.stdout, collect.stderr[-2000:]

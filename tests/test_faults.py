@@ -137,7 +137,7 @@ def test_killed_driver_resumes_only_unfinished_trials_and_grid_extends(tmp_path)
                        if read_doc(p)["status"] == "finished"}
     assert finished_before and victim["key"] not in finished_before
 
-    rerun = procs.run(cmd, capture_output=True, text=True, timeout=600)
+    rerun = procs.run(cmd, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{len(finished_before)} already finished" in rerun.stdout
     for key, stamp in finished_before.items():  # finished trials were not run again
@@ -153,7 +153,7 @@ def test_killed_driver_resumes_only_unfinished_trials_and_grid_extends(tmp_path)
     # add a seed: only the new cell runs
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/trial.json")}
     grid_file.write_text(yaml.safe_dump({**raw, "seeds": [1, 2, 3, 4]}))
-    extended = procs.run(cmd, capture_output=True, text=True, timeout=600)
+    extended = procs.run(cmd, timeout=600)
     assert extended.returncode == 0, extended.stderr[-3000:]
     assert "3 already finished, 1 to run" in extended.stdout
     assert {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/trial.json") if p.parent.name in stamps} == stamps
@@ -204,7 +204,7 @@ def test_a_second_driver_on_the_same_sweep_refuses(tmp_path):
         while not (storage / "twice" / "driver.lock").exists() and time.time() < deadline:
             time.sleep(0.1)
         assert (storage / "twice" / "driver.lock").exists(), "the first driver never took the lock"
-        second = procs.run(cmd, capture_output=True, text=True, timeout=120)
+        second = procs.run(cmd, timeout=120)
         out, err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:

@@ -140,8 +140,7 @@ def test_paper_grid_covers_the_published_settings():
 
 
 def run_cli(*args, cwd=ROOT):
-    return procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+    return procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], timeout=300, cwd=cwd)
 
 
 def test_dry_run_lists_every_cell_without_starting_ray(tmp_path):

@@ -31,7 +31,7 @@ def finished(tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
     for seed in (1, 2):
         proc = procs.run([sys.executable, "-m", "memomentum", *TINY, "--seed", str(seed), "--sweep-dir",
-                               str(store / "small")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                          str(store / "small")], timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     grid = tmp_path_factory.mktemp("grid") / "small.yaml"
     grid.write_text(yaml.safe_dump(GRID))
@@ -51,7 +51,7 @@ def test_written_files_get_the_permissions_the_umask_gives(tmp_path, mask, expec
         Collector(Storage(str(store)), "small").write()
         Storage(str(tmp_path)).write_atomic(b"name: other\n", "other", "grid.yaml")  # the runner's grid copy
         proc = procs.run([sys.executable, "-m", "memomentum", *TINY, "--seed", "3", "--sweep-dir",
-                               str(tmp_path / "cli")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                          str(tmp_path / "cli")], timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     finally:
         os.umask(old)
@@ -107,8 +107,7 @@ def test_an_unknown_storage_scheme_is_refused_before_anything_runs(tmp_path, fin
     with pytest.raises(StorageError, match="unknown scheme 'foo'; use a path"):
         Storage("foo://bucket/runs")
     for args in ([str(grid), "--storage", "foo://bucket/runs"], ["--collect", "foo://bucket/runs/small"]):
-        proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], capture_output=True,
-                              text=True, timeout=300, cwd=ROOT)
+        proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), *args], timeout=300, cwd=ROOT)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert len(proc.stderr.strip().splitlines()) == 1 and "unknown scheme 'foo'" in proc.stderr
 

@@ -221,10 +221,10 @@ def test_label_issues_model_file_and_named_selections(tmp_path):
                           ("ce", ["epochs_per_stage=4"])):
         cmd = [sys.executable, "-m", "memomentum", "--dataset", str(tmp_path / "own" / "manifest.csv"), "--method",
                method, "--device", "cpu", "--sweep-dir", str(sweep)] + [a for s in extra for a in ("--set", s)]
-        proc = procs.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+        proc = procs.run(cmd, cwd=ROOT, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
     report = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(sweep)], cwd=ROOT,
-                            capture_output=True, text=True, env=env, timeout=600)
+                       env=env, timeout=600)
     assert report.returncode == 0, report.stderr[-2000:]
     issues = pq.read_table(sweep / "results" / "label_issues.parquet").to_pylist()
     memo = [r for r in issues if r["method"] == "memomentum"]
@@ -400,11 +400,11 @@ def test_trials_of_an_earlier_version_of_the_files_are_kept_but_never_mixed_in(t
     cmd = [sys.executable, "-m", "memomentum", "--dataset", str(root), "--method", "ce", "--device", "cpu",
            "--set", "epochs_per_stage=2", "--set", "batch_size=8", "--sweep-dir", str(sweep)]
     for run in range(2):
-        proc = procs.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+        proc = procs.run(cmd, cwd=ROOT, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         Image.fromarray(np.full((12, 12), 9 + run, dtype=np.uint8)).save(root / "train" / "cat" / "000.png")
     collect = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(sweep)], cwd=ROOT,
-                             capture_output=True, text=True, env=env, timeout=600)
+                        env=env, timeout=600)
     assert collect.returncode == 0, collect.stderr[-2000:]
     trials = pq.read_table(sweep / "results" / "trials.parquet").to_pylist()
     assert len(trials) == 2 and len({t["data_fingerprint"] for t in trials}) == 2

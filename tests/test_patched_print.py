@@ -26,7 +26,7 @@ def run(program: str, tmp_path) -> subprocess.CompletedProcess:
     (tmp_path / "grid.yaml").write_text(GRID)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return procs.run([sys.executable, "-c", textwrap.dedent(program), str(tmp_path / "grid.yaml"),
-                           str(tmp_path / "store")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                      str(tmp_path / "store")], cwd=ROOT, env=env, timeout=600)
 
 
 def test_a_sweep_runs_to_the_end_when_print_is_replaced_after_import(tmp_path):

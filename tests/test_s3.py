@@ -84,7 +84,7 @@ def test_a_sweep_on_s3_runs_reruns_nothing_and_collects(s3, tmp_path):
                                                        "device": "cpu"}}
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(yaml.safe_dump(raw))
-    first = procs.run(sweep_cmd(grid_file, s3), capture_output=True, text=True, timeout=600)
+    first = procs.run(sweep_cmd(grid_file, s3), timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert f"TensorBoard: the event files are under {s3}/s3small/tune/<run>/<trial>/tensorboard" in first.stdout
     fs, root = fs_path(f"{s3}/s3small")
@@ -95,10 +95,10 @@ def test_a_sweep_on_s3_runs_reruns_nothing_and_collects(s3, tmp_path):
     events = fs.get_file_info(pafs.FileSelector(f"{root}/tune", recursive=True))
     assert any("tfevents" in info.base_name for info in events)  # where the TensorBoard hint says
 
-    again = procs.run(sweep_cmd(grid_file, s3), capture_output=True, text=True, timeout=600)
+    again = procs.run(sweep_cmd(grid_file, s3), timeout=600)
     assert again.returncode == 0 and "2 already finished, 0 to run" in again.stdout, again.stderr[-3000:]
     collect = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", f"{s3}/s3small"],
-                             capture_output=True, text=True, timeout=300)
+                        timeout=300)
     assert collect.returncode == 0 and "| digits | memomentum [" in collect.stdout, collect.stderr[-3000:]
     assert "Traceback" not in collect.stderr
 
@@ -132,7 +132,7 @@ def test_a_driver_killed_mid_sweep_on_s3_is_continued_by_the_same_command(s3, tm
         driver.wait()
     finished = {k: fs.get_file_info(p).mtime_ns for k, p in docs.items() if (read_doc(fs, p) or {}).get("status")
                 == "finished"}
-    rerun = procs.run(cmd, capture_output=True, text=True, timeout=600)
+    rerun = procs.run(cmd, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert f"{len(finished)} already finished" in rerun.stdout
     assert {k: fs.get_file_info(docs[k]).mtime_ns for k in finished} == finished  # never run again

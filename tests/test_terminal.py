@@ -2,7 +2,6 @@
 traceback), the exported selections, and the report's statements of which accuracy, which seeds and which
 realised noise make each cell."""
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -113,8 +112,7 @@ def user_run(tmp_path_factory):
     (folder / "grid.yaml").write_text(GRID)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(folder / "grid.yaml"),
-                           "--storage", str(folder / "store"), "--status-every", "5"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, env=env)
+                      "--storage", str(folder / "store"), "--status-every", "5"], merge_stderr=True, timeout=600, env=env)
     return proc, folder / "store" / "shown"
 
 
@@ -166,7 +164,7 @@ def test_collect_refreshes_selections_and_drops_those_of_deleted_trials(user_run
     shutil.rmtree(copy / "trials" / gone)
     (parts / names[1]).unlink()
     run = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(copy)],
-                         capture_output=True, text=True, timeout=300)
+                    timeout=300)
     assert run.returncode in (0, 1), run.stdout + run.stderr
     assert sorted(os.listdir(parts)) == [names[1]]  # rebuilt from its round files; the deleted trial's part is gone
 
@@ -194,7 +192,7 @@ def test_damaged_or_deleted_round_files_never_cost_the_rows_a_part_holds(user_ru
     files[1].unlink()  # deleted
     files[2].write_text("not a selection")  # overwritten
     run = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), "--collect", str(copy)],
-                         capture_output=True, text=True, timeout=300)
+                    timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     warned = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warned) == 3 and all(key in line and "written back" in line for line in warned), run.stderr
@@ -246,11 +244,9 @@ def test_a_workers_exit_swallowed_by_the_garbage_collector_is_finished_quietly()
         del thing  # the callback runs here, its exception is unraisable
         print("went on")
     """)
-    stopped = procs.run([sys.executable, "-c", program, "exit"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=120)
+    stopped = procs.run([sys.executable, "-c", program, "exit"], cwd=ROOT, timeout=120)
     assert stopped.returncode == 3 and stopped.stderr == "" and "went on" not in stopped.stdout
-    other = procs.run([sys.executable, "-c", program, "other"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120)
+    other = procs.run([sys.executable, "-c", program, "other"], cwd=ROOT, timeout=120)
     assert other.returncode == 0 and "a real problem" in other.stderr and "went on" in other.stdout
 
 

@@ -75,7 +75,7 @@ def test_the_dry_run_prints_the_tuning_budget_and_the_evaluation_cells(tmp_path)
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({**BASE, "tune": {"trials_per_method": 3, "space": SPACE}}))
     proc = procs.run([sys.executable, os.path.join(ROOT, "run_sweep.py"), str(path), "--dry-run"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                     timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "tuning: 2 search(es) (one per data set x noise setting x method) of 3 trial(s) each on seed 1000" in proc.stdout
     assert "search digits-pairflip-0.4-coteaching: lr loguniform[0.0005, 0.05], forget_rate uniform[0.2, 0.6]" in proc.stdout
@@ -94,7 +94,7 @@ def run_sweep(grid: dict, folder, *extra, wait=True):
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-    return procs.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return procs.run(cmd, cwd=ROOT, env=env, timeout=900)
 
 
 def chosen_of(store):
