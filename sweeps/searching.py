@@ -89,9 +89,9 @@ def _search(grid, store: Storage, group, max_concurrent, verbose: bool, out) -> 
             tuner = tune.Tuner(
                 trainable, param_space={"group": group.key, **{k: d.domain() for k, d in group.space.items()}},
                 tune_config=tune.TuneConfig(metric=tuning.METRICS[spec.metric], mode="max",
-                                            num_samples=spec.trials_per_method, search_alg=_searcher(spec),
+                                            num_samples=spec.trials_per_method,
+                                            search_alg=searcher(spec, spec.max_concurrent or max_concurrent or 0),
                                             scheduler=_scheduler(spec, group),
-                                            max_concurrent_trials=spec.max_concurrent or max_concurrent or None,
                                             time_budget_s=spec.hours_per_method * 3600 or None,
                                             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(name=name, storage_path=store.uri(grid.name, layout.TUNE),
@@ -103,14 +103,19 @@ def _search(grid, store: Storage, group, max_concurrent, verbose: bool, out) -> 
         tuner.fit()
 
 
-def _searcher(spec):
+def searcher(spec, limit: int):
+    """The search algorithm, running at most `limit` trials at once (0: as many as fit). The limit goes to the
+    algorithm itself: Tune ignores `max_concurrent_trials` next to a search algorithm that is not a `Searcher`
+    (BasicVariantGenerator), with nothing but a log line, and ASHA's stops then depend on which trial reports first."""
     if spec.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=spec.seed)
+        optuna = OptunaSearch(seed=spec.seed)
+        return ConcurrencyLimiter(optuna, max_concurrent=limit) if limit else optuna
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=spec.seed)
+    return BasicVariantGenerator(random_state=spec.seed, max_concurrent=limit)
 
 
 def _scheduler(spec, group):

@@ -142,6 +142,16 @@ def test_no_tuning_decision_reads_a_clean_label_or_the_test_set(tmp_path):
         results.append([(r["trial"], r["status"], r["best_val_score"], r["settings"]) for r in records])
     assert results[0] == results[2] and results[1] == results[3]
     assert results[0] and all(trials == 4 for _, _, trials in results[0].values())
+    # one trial at a time (max_concurrent 1): the first trial is alone at every ASHA rung, so it is never stopped
+    # early; with the limit ignored, two ran at once and which one ASHA stopped depended on which reported first
+    assert results[1][0][:2] == (0, "finished"), results[1]
+
+
+def test_the_search_algorithm_itself_holds_the_concurrency_limit():
+    from sweeps.searching import searcher
+
+    spec = grid_with({"trials_per_method": 4, "max_concurrent": 1, "space": SPACE}).tune
+    assert searcher(spec, 1).max_concurrent == 1 and searcher(spec, 0).max_concurrent == 0
 
 
 def test_a_search_killed_with_its_driver_continues_and_keeps_its_finished_trials(tmp_path):
