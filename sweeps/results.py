@@ -374,14 +374,9 @@ def _mark_tuned(trials: pa.Table, chosen: Dict[str, dict]) -> pa.Table:
     the search's tuned config)."""
     if not chosen:
         return trials
-    from memomentum.config import EXECUTION_ONLY
-
     wanted = {json.dumps(doc.get("tuned_config"), sort_keys=True) for doc in chosen.values()}
-    flags = []
-    for config in trials.column("config_json").to_pylist():
-        values = json.loads(config) if config else {}
-        mine = {k: v for k, v in values.items() if k not in EXECUTION_ONLY and k != "seed"}
-        flags.append(json.dumps(mine, sort_keys=True) in wanted)
+    flags = [json.dumps(tuning.comparable(json.loads(config) if config else {}), sort_keys=True) in wanted
+             for config in trials.column("config_json").to_pylist()]
     return trials.set_column(trials.schema.get_field_index("tuned"), "tuned", pa.array(flags, type=pa.bool_()))
 
 

@@ -3,7 +3,6 @@ the grid's search algorithm and scheduler, each trial the project's own trainabl
 was interrupted is restored from its experiment folder (Tune's searcher and scheduler state); one that finished is
 never run again. Every trial that ends leaves a record (<sweep>/tuning/<group>/records/), and a finished search its
 choice (<sweep>/tuning/<group>/chosen.json)."""
-import json
 import logging
 import os
 import time
@@ -42,21 +41,13 @@ def run_searches(grid, store: Storage, max_concurrent, verbose: bool, out: Calla
                "trials": len(records), "stopped_early": sum(r["status"] == "stopped" for r in records),
                "errors": sum(r["status"] == "error" for r in records),
                "seconds": round(sum(r.get("seconds") or 0 for r in records), 1), "wall_seconds": round(time.time() - started, 1),
-               "tuned_config": _comparable(tuning.trial_of(group.base, best["settings"]).to_dict()),
-               "reference": _comparable(reference), "spec": spec.raw(),
+               "tuned_config": tuning.comparable(tuning.trial_of(group.base, best["settings"]).to_dict()),
+               "reference": tuning.comparable(reference), "spec": spec.raw(),
                "space": {k: d.to_raw() for k, d in group.space.items()}, "chosen_at": time.time()}
         store.write_atomic(dumps(doc).encode(), grid.name, *tuning.chosen_path(group.key))
         out(f"tuned {group.label}: {_settings(best['settings'])} (best noisy-validation score "
             f"{fmt(best['best_val_score'], '.2f')}, {len(records)} trials, {doc['stopped_early']} stopped early)")
     return tuning.read_chosen(store, grid.name)
-
-
-def _comparable(config: dict) -> dict:
-    """A config as JSON has it (tuples as lists), without the seed and what only says where it runs."""
-    from memomentum.config import EXECUTION_ONLY
-
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in EXECUTION_ONLY and k != "seed"},
-                                 default=list))
 
 
 def _settings(values: dict) -> str:

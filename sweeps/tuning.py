@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from memomentum.config import TrialConfig, field_types, not_a_field
+from memomentum.config import EXECUTION_ONLY, TrialConfig, field_types, not_a_field
 from memomentum.errors import ConfigError, short, unknown
 from memomentum.methods import METHODS
 
@@ -249,6 +249,13 @@ def grace_period(cfg) -> int:
             "dmi": cfg.epochs_per_stage + 1, "peer": o.get("peer_warmup", 0)}.get(cfg.method, 0)
     typical, _ = METHODS[cfg.method].epochs(cfg)
     return max(int(warm) + 1, int(round(0.1 * typical)), 1)
+
+
+def comparable(config: dict) -> dict:
+    """What a config computes, as JSON has it (tuples as lists): without the seed and what only says where it runs.
+    A search's chosen config and a finished trial's config compare equal through it."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in EXECUTION_ONLY and k != "seed"},
+                                 default=list))
 
 
 def trial_of(group_base: dict, sampled: dict) -> TrialConfig:
