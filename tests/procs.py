@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import tempfile
+from typing import Callable
 
 import pytest
 
@@ -33,3 +34,21 @@ def run(cmd, *, timeout: float, merge_stderr: bool = False, **kw) -> subprocess.
         pytest.fail(f"{' '.join(map(str, cmd))[:300]} ran past its {timeout:g} s and was killed; its output so far:\n"
                     f"{stdout[-3000:]}\n{stderr[-3000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def kill_group_while(group: subprocess.Popen, pid: int, still: Callable[[], bool]) -> bool:
+    """SIGKILL the process group `group` leads (a driver started with start_new_session) at a state a test has just
+    seen, if that state still holds: `pid` (the trial process whose files the state was read from) is stopped first,
+    so nothing it writes can move on between the second look, `still()`, and the kill. Without the stop, a trial
+    seen running could finish in between and a test would kill a sweep at a state it never meant to test.
+    True when killed; False (the trial resumed) when the state had already passed."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return False
+    if still():
+        os.killpg(group.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # also when Ray started it outside the driver's group
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False

@@ -115,15 +115,17 @@ def test_a_driver_killed_mid_sweep_on_s3_is_continued_by_the_same_command(s3, tm
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     victim = None
     try:  # one trial finished, the next one inside stage B (a checkpoint written there)
-        deadline = time.time() + 400
-        while time.time() < deadline and victim is None:
+        def state():
             now = {k: read_doc(fs, p) for k, p in docs.items()}
             done = [k for k, d in now.items() if d and d["status"] == "finished"]
             running = [d for d in now.values() if d and d["status"] == "running" and any(
                 r["kind"] == "epoch" and r["inner"] >= 1 and r["epoch"] >= 2 for r in d["records"])]
-            if done and running:
-                os.killpg(driver.pid, signal.SIGKILL)
-                victim = running[0]
+            return running[0] if done and running else None
+
+        while victim is None and driver.poll() is None:  # no clock: a busy machine may take many minutes
+            seen = state()
+            if seen and procs.kill_group_while(driver, seen["pid"], lambda: (state() or {}).get("key") == seen["key"]):
+                victim = seen
             time.sleep(0.2)
         assert victim is not None, "never reached a state with one finished and one running trial"
     finally:
