@@ -81,7 +81,8 @@ def _search(grid, store: Storage, group, max_concurrent, verbose: bool, out) -> 
                 trainable, param_space={"group": group.key, **{k: d.domain() for k, d in group.space.items()}},
                 tune_config=tune.TuneConfig(metric=tuning.METRICS[spec.metric], mode="max",
                                             num_samples=spec.trials_per_method,
-                                            search_alg=searcher(spec, spec.max_concurrent or max_concurrent or 0),
+                                            search_alg=searcher(spec, spec.max_concurrent or max_concurrent or 0,
+                                                                quiet=not verbose),
                                             scheduler=_scheduler(spec, group),
                                             time_budget_s=spec.hours_per_method * 3600 or None,
                                             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
@@ -94,16 +95,19 @@ def _search(grid, store: Storage, group, max_concurrent, verbose: bool, out) -> 
         tuner.fit()
 
 
-def searcher(spec, limit: int):
+def searcher(spec, limit: int, quiet: bool = True):
     """The search algorithm, running at most `limit` trials at once (0: as many as fit). The limit goes to the
     algorithm itself: Tune ignores `max_concurrent_trials` next to a search algorithm that is not a `Searcher`
     (BasicVariantGenerator), with nothing but a log line, and ASHA's stops then depend on which trial reports first."""
     if spec.search == "optuna":
+        import optuna
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        optuna = OptunaSearch(seed=spec.seed)
-        return ConcurrencyLimiter(optuna, max_concurrent=limit) if limit else optuna
+        if quiet:  # not "A new study created in memory ..." and a line per sampled trial
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        tpe = OptunaSearch(seed=spec.seed)
+        return ConcurrencyLimiter(tpe, max_concurrent=limit) if limit else tpe
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=spec.seed, max_concurrent=limit)
@@ -127,12 +131,12 @@ def records_callback(store: Storage, sweep: str, group, budget: int):
 
     class Records(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._record(trial, None)
+            self._record(trials, trial, None)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._record(trial, trial_error(trial, "the trial failed after its retries")["line"])
+            self._record(trials, trial, trial_error(trial, "the trial failed after its retries")["line"])
 
-        def _record(self, trial, error):
+        def _record(self, trials, trial, error):
             last = trial.last_result or {}
             finished = bool(last.get("finished"))
             settings = {k: trial.config[k] for k in group.space}
@@ -141,7 +145,10 @@ def records_callback(store: Storage, sweep: str, group, budget: int):
             except Exception:  # a sampled value the method refuses: the trial itself failed on it
                 key = None
             status = "error" if error else "finished" if finished else "stopped"
-            record = {"index": int(trial.trial_id.rsplit("_", 1)[-1]) if "_" in trial.trial_id else 0,
+            # its place among the search's trials, in the order Tune created them (kept across a restore); a trial id
+            # carries that number for Tune's random search only, not for a Searcher such as Optuna's
+            index = next((i for i, t in enumerate(trials) if t is trial), len(trials))
+            record = {"index": index,
                       "trial_id": trial.trial_id, "group": group.key, "label": group.label, "method": group.method,
                       "settings": settings, "key": key, "status": status,
                       "best_val_score": last.get("final_best_val_score") if finished else last.get("best_val_score"),

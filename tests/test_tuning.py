@@ -18,6 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = {"name": "tn", "datasets": ["digits"], "noise": [{"type": "pairflip", "rates": [0.4]}], "seeds": [1, 2],
         "methods": ["ce", "coteaching"], "config": {"epochs_per_stage": 12, "device": "cpu"}}
 SPACE = {"*": {"lr": {"loguniform": [0.0005, 0.05]}}, "coteaching": {"forget_rate": {"uniform": [0.2, 0.6]}}}
+HAS_OPTUNA = __import__("importlib").util.find_spec("optuna") is not None
+NEEDS_OPTUNA = pytest.mark.skipif(not HAS_OPTUNA, reason="Optuna is not installed here (optional: pip install optuna)")
 
 
 def grid_with(tune):
@@ -57,8 +59,7 @@ def test_a_tune_section_makes_one_search_per_method_with_its_grace_and_budget():
     ({"trials_per_method": 2, "space": {"*": {"seed": {"choice": [1, 2]}}}}, "seed is not a setting to tune"),
     ({"trials_per_method": 2, "space": {"jocor": SPACE["*"]}}, "which is not one of the grid's methods"),
     pytest.param({"trials_per_method": 2, "search": "optuna", "space": SPACE}, "needs Optuna: pip install optuna",
-                 marks=pytest.mark.skipif(__import__("importlib").util.find_spec("optuna") is not None,
-                                          reason="optuna is installed here")),
+                 marks=pytest.mark.skipif(HAS_OPTUNA, reason="Optuna is installed here")),
 ])
 def test_tune_mistakes_are_one_line_before_ray_starts(tmp_path, capsys, tune, fragment):
     from tests.test_bad_input import check_refused, grid_file
@@ -155,9 +156,51 @@ def test_the_search_algorithm_itself_holds_the_concurrency_limit():
     assert searcher(spec, 1).max_concurrent == 1 and searcher(spec, 0).max_concurrent == 0
 
 
-def test_a_search_killed_with_its_driver_continues_and_keeps_its_finished_trials(tmp_path):
+def test_a_tuning_record_numbers_its_trial_by_the_order_tune_created_it(tmp_path, capsys):
+    """Tune's random search puts the number in the trial id (abc_00002); a Searcher such as Optuna's does not
+    (8cffb492): every trial was once recorded as #1 and index 0, and the choice's tie-break lost its order."""
+    from types import SimpleNamespace
+
+    from sweeps import tuning
+    from sweeps.searching import records_callback
+    from sweeps.storage import Storage
+
+    grid = grid_with({"trials_per_method": 3, "space": SPACE})
+    group = tuning.groups(grid)[0]
+    store = Storage(str(tmp_path))
+    trials = [SimpleNamespace(trial_id=tid, config={"lr": lr}, last_result={"finished": 1, "final_best_val_score": v,
+                                                                           "step": 12, "time_total_s": 1.0})
+              for tid, lr, v in (("8cffb492", 0.001, 40.0), ("1a5af91c", 0.002, 50.0), ("b5b9df68", 0.003, 50.0))]
+    callback = records_callback(store, grid.name, group, 3)
+    for trial in reversed(trials):  # ending in another order than they started
+        callback.on_trial_complete(0, trials, trial)
+    records = tuning.read_records(store, grid.name, group.key)
+    assert [(r["index"], r["trial_id"]) for r in records] == [(0, "8cffb492"), (1, "1a5af91c"), (2, "b5b9df68")]
+    assert {line.split(":")[0] for line in capsys.readouterr().out.splitlines()} == {
+        f"tune  {group.label} #{n}/3" for n in (1, 2, 3)}
+    assert tuning.choose(records)["trial_id"] == "1a5af91c"  # a tie: the earlier trial
+
+
+@NEEDS_OPTUNA
+def test_an_optuna_search_runs_to_its_tuned_rows(tmp_path):
+    grid = {**BASE, "tune": {"trials_per_method": 3, "max_concurrent": 2, "search": "optuna", "grace_period": 3,
+                             "space": SPACE}}
+    proc = run_sweep(grid, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "(optuna search, asha early stopping)" in proc.stdout and "A new study created" not in proc.stdout
+    records = pq.read_table(tmp_path / "store" / "tn" / "results" / "tuning.parquet").to_pylist()
+    for method in BASE["methods"]:
+        assert sorted(r["trial"] for r in records if r["method"] == method) == [0, 1, 2]
+    assert set(chosen_of(tmp_path / "store")) == {f"digits-pairflip-0.4-{m}" for m in BASE["methods"]}
+    md = (tmp_path / "store" / "tn" / "results" / "paper_table.md").read_text()
+    assert all(f"{m} [tuned (same budget, noisy validation)]" in md for m in BASE["methods"])
+
+
+@pytest.mark.parametrize("search", ["random", pytest.param("optuna", marks=NEEDS_OPTUNA)])
+def test_a_search_killed_with_its_driver_continues_and_keeps_its_finished_trials(tmp_path, search):
     grid = {**BASE, "methods": ["coteaching"], "config": {"epochs_per_stage": 25, "device": "cpu"},
-            "tune": {"trials_per_method": 5, "max_concurrent": 1, "scheduler": "none", "space": SPACE}}
+            "tune": {"trials_per_method": 5, "max_concurrent": 1, "scheduler": "none", "search": search,
+                     "space": SPACE}}
     driver = run_sweep(grid, tmp_path, wait=False)
     records = tmp_path / "store" / "tn" / "tuning"
     try:
