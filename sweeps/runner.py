@@ -30,6 +30,8 @@ from sweeps.results import Collector
 from sweeps.storage import Storage
 from sweeps.terminal import echo
 
+WORKER_NICENESS_ENV = "RAY_worker_niceness"  # Ray's own setting of its workers' nice value (default 15)
+
 # Seconds per epoch (training + validation, one network) for --dry-run's cost estimate: measured figures
 # from benchmarks/RESULTS.md's "Per-epoch cost figures" table where a row fits, else these guesses.
 RESULTS_MD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "RESULTS.md")
@@ -397,7 +399,7 @@ def connect(address: Optional[str], verbose: bool = False) -> None:
         if address:
             ray.init(address=address, **quiet, **ray_init_kwargs())
         else:
-            ray.init(address="local", include_dashboard=False, **quiet, **ray_init_kwargs())
+            ray.init(address="local", include_dashboard=False, **quiet, **ray_init_kwargs(local=True))
 
 
 def _tune(grid: Grid, store: Storage, todo: List[Cell], collector: Collector, max_concurrent,
@@ -496,15 +498,22 @@ def concurrent_slots(cells: List[Cell], max_concurrent: Optional[int]) -> int:
     return max(1, min(slots, max_concurrent or slots, len(cells)))
 
 
-def ray_init_kwargs() -> dict:
+def ray_init_kwargs(local: bool = False) -> dict:
     """What every Ray connection of a sweep needs: the two packages shipped to the workers (so no
-    node needs the project on its path) and the data / cache locations of this shell."""
+    node needs the project on its path) and the data / cache locations of this shell. With `local` (a Ray
+    started here), trials run at the driver's priority: Ray starts its workers at nice 15, so on a machine
+    with other work at the normal priority (a shared workstation, a build, a second sweep) a trial got a
+    few percent of a core and a sweep ran tens of times slower than its fair share. RAY_worker_niceness
+    in the environment still decides where it is set."""
     import memomentum
     import sweeps
 
     env = {k: os.environ[k] for k in (DATA_ENV, CACHE_ENV) if k in os.environ}
     env[CODE_VERSION_ENV] = code_version()  # the shipped copies are no git checkout: the driver's version counts
-    return {"runtime_env": {"py_modules": [memomentum, sweeps], "env_vars": env}}
+    kwargs = {"runtime_env": {"py_modules": [memomentum, sweeps], "env_vars": env}}
+    if local and WORKER_NICENESS_ENV not in os.environ:
+        kwargs["_system_config"] = {"worker_niceness": 0}
+    return kwargs
 
 
 def wait_for_resources(cells: List[Cell], wait_s: float, out: Callable[[str], None]) -> None:

@@ -77,7 +77,7 @@ def test_killed_trial_process_is_retried_from_its_checkpoint(tmp_path):
             r["kind"] == "epoch" and r["inner"] == 1 and r["epoch"] == 2 for r in d["records"]),
             lambda d: os.kill(d["pid"], signal.SIGKILL), ended)
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs())
+    ray.init(address="local", num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs(local=True))
     try:
         watcher = threading.Thread(target=killer, daemon=True)
         watcher.start()

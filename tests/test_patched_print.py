@@ -50,7 +50,7 @@ def test_a_sweep_runs_to_the_end_after_tqdm_ray_patched_print(tmp_path):
         from sweeps import runner
         from sweeps.grid import load_grid
         original = builtins.print
-        ray.init(address="local", num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs())
+        ray.init(address="local", num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs(local=True))
         tqdm_ray.instance()  # what Ray's log monitor does on its first worker line
         assert builtins.print is not original
         sys.exit(runner.run(load_grid(sys.argv[1], storage=sys.argv[2])))

@@ -22,7 +22,7 @@ TINY = {"name": "tiny", "datasets": ["digits"],
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs())
+    ray.init(address="local", num_cpus=2, include_dashboard=False, **runner.ray_init_kwargs(local=True))
     yield
     ray.shutdown()
 
