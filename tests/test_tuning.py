@@ -1,5 +1,6 @@
 """Fair tuning (sweeps/tuning.py): the `tune:` section checked before Ray starts, no decision reading a clean label or
 the test set, a search resumed after its driver is killed, and what the tables, the dry run and TensorBoard say."""
+import importlib.util
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = {"name": "tn", "datasets": ["digits"], "noise": [{"type": "pairflip", "rates": [0.4]}], "seeds": [1, 2],
         "methods": ["ce", "coteaching"], "config": {"epochs_per_stage": 12, "device": "cpu"}}
 SPACE = {"*": {"lr": {"loguniform": [0.0005, 0.05]}}, "coteaching": {"forget_rate": {"uniform": [0.2, 0.6]}}}
-HAS_OPTUNA = __import__("importlib").util.find_spec("optuna") is not None
+HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 NEEDS_OPTUNA = pytest.mark.skipif(not HAS_OPTUNA, reason="Optuna is not installed here (optional: pip install optuna)")
 
 
